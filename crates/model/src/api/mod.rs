@@ -1,0 +1,1 @@
+//! Istio API types (filled in by the types work).
