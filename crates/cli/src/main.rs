@@ -1,3 +1,5 @@
-fn main() {
-    println!("entryway");
+//! The `entryway` binary: parses the command line and hands over to [`entryway::run`].
+
+fn main() -> std::process::ExitCode {
+    entryway::run()
 }
