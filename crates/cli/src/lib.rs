@@ -42,8 +42,10 @@ pub fn load_mesh(path: Option<&PathBuf>) -> anyhow::Result<entryway_model::api::
     match path {
         None => Ok(entryway_model::api::MeshConfig::default()),
         Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("reading mesh config {}", p.display()))?;
-            entryway_model::decode::mesh_from_str(&text).with_context(|| format!("mesh config {}", p.display()))
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("reading mesh config {}", p.display()))?;
+            entryway_model::decode::mesh_from_str(&text)
+                .map_err(|e| anyhow::anyhow!("mesh config {}: {e}", p.display()))
         }
     }
 }

@@ -60,13 +60,19 @@ pub fn check_paths(paths: &[PathBuf], namespace: &str, mesh: &MeshConfig) -> Vec
                 Ok(_) => check_one(&text, sniff_format(&text), namespace, mesh),
                 Err(e) => Err(format!("cannot read standard input: {e}")),
             };
-            verdicts.push(FileVerdict { file: "<stdin>".to_string(), result });
+            verdicts.push(FileVerdict {
+                file: "<stdin>".to_string(),
+                result,
+            });
             continue;
         }
         let files = match entryway_server::files::expand_paths(std::slice::from_ref(p)) {
             Ok(f) => f,
             Err(e) => {
-                verdicts.push(FileVerdict { file: p.display().to_string(), result: Err(e.to_string()) });
+                verdicts.push(FileVerdict {
+                    file: p.display().to_string(),
+                    result: Err(e.to_string()),
+                });
                 continue;
             }
         };
@@ -82,7 +88,12 @@ pub fn check_paths(paths: &[PathBuf], namespace: &str, mesh: &MeshConfig) -> Vec
     verdicts
 }
 
-fn check_one(text: &str, format: Format, namespace: &str, mesh: &MeshConfig) -> Result<Vec<Checked>, String> {
+fn check_one(
+    text: &str,
+    format: Format,
+    namespace: &str,
+    mesh: &MeshConfig,
+) -> Result<Vec<Checked>, String> {
     check_text(text, format, namespace, mesh)
         .map_err(|e| format!("{}:{}: syntax error: {}", e.line, e.column, e.message))
 }
@@ -122,10 +133,11 @@ pub fn run(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
 pub fn exit_status(verdicts: &[FileVerdict]) -> u8 {
     if verdicts.iter().any(|v| v.result.is_err()) {
         EXIT_UNREADABLE
-    } else if verdicts
-        .iter()
-        .any(|v| v.result.as_ref().is_ok_and(|docs| docs.iter().any(|d| !d.is_valid())))
-    {
+    } else if verdicts.iter().any(|v| {
+        v.result
+            .as_ref()
+            .is_ok_and(|docs| docs.iter().any(|d| !d.is_valid()))
+    }) {
         EXIT_INVALID
     } else {
         EXIT_VALID
@@ -133,13 +145,26 @@ pub fn exit_status(verdicts: &[FileVerdict]) -> u8 {
 }
 
 fn object_name(c: &Checked) -> String {
-    let kind = if c.doc.kind.is_empty() { "<unknown kind>" } else { &c.doc.kind };
-    let name = if c.doc.name.is_empty() { "<unnamed>" } else { &c.doc.name };
+    let kind = if c.doc.kind.is_empty() {
+        "<unknown kind>"
+    } else {
+        &c.doc.kind
+    };
+    let name = if c.doc.name.is_empty() {
+        "<unnamed>"
+    } else {
+        &c.doc.name
+    };
     format!("{kind} {}/{name}", c.doc.namespace)
 }
 
-fn write_human(verdicts: &[FileVerdict], out: &mut dyn Write, err: &mut dyn Write) -> std::io::Result<()> {
-    let (mut docs, mut invalid, mut skipped, mut errors, mut warnings, mut unreadable) = (0, 0, 0, 0, 0, 0);
+fn write_human(
+    verdicts: &[FileVerdict],
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> std::io::Result<()> {
+    let (mut docs, mut invalid, mut skipped, mut errors, mut warnings, mut unreadable) =
+        (0, 0, 0, 0, 0, 0);
     for v in verdicts {
         match &v.result {
             Err(e) => {
@@ -160,11 +185,21 @@ fn write_human(verdicts: &[FileVerdict], out: &mut dyn Write, err: &mut dyn Writ
                     }
                     for i in &c.report.errors {
                         errors += 1;
-                        writeln!(out, "{}:{}: {who}: {i}", v.file, c.doc.lines.line_of(&i.path))?;
+                        writeln!(
+                            out,
+                            "{}:{}: {who}: {i}",
+                            v.file,
+                            c.doc.lines.line_of(&i.path)
+                        )?;
                     }
                     for i in &c.report.warnings {
                         warnings += 1;
-                        writeln!(out, "{}:{}: warning: {who}: {i}", v.file, c.doc.lines.line_of(&i.path))?;
+                        writeln!(
+                            out,
+                            "{}:{}: warning: {who}: {i}",
+                            v.file,
+                            c.doc.lines.line_of(&i.path)
+                        )?;
                     }
                 }
             }
@@ -181,7 +216,11 @@ fn write_human(verdicts: &[FileVerdict], out: &mut dyn Write, err: &mut dyn Writ
     writeln!(out, "{summary}")
 }
 
-fn write_json(verdicts: &[FileVerdict], out: &mut dyn Write, err: &mut dyn Write) -> std::io::Result<()> {
+fn write_json(
+    verdicts: &[FileVerdict],
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> std::io::Result<()> {
     let mut arr = Vec::new();
     for v in verdicts {
         match &v.result {

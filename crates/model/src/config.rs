@@ -121,15 +121,15 @@ fn is_zero_i64(v: &i64) -> bool {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Spec {
     /// A ServiceEntry spec.
-    ServiceEntry(api::ServiceEntry),
+    ServiceEntry(Box<api::ServiceEntry>),
     /// A WorkloadEntry spec.
-    WorkloadEntry(api::WorkloadEntry),
+    WorkloadEntry(Box<api::WorkloadEntry>),
     /// A VirtualService spec.
-    VirtualService(api::VirtualService),
+    VirtualService(Box<api::VirtualService>),
     /// A DestinationRule spec.
-    DestinationRule(api::DestinationRule),
+    DestinationRule(Box<api::DestinationRule>),
     /// A Sidecar spec.
-    Sidecar(api::Sidecar),
+    Sidecar(Box<api::Sidecar>),
 }
 
 impl Spec {

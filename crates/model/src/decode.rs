@@ -107,7 +107,12 @@ pub fn decode_str(
                 Some(Value::Array(items)) => {
                     for (j, item) in items.into_iter().enumerate() {
                         let item_lines = doc_lines.subtree(&format!("items[{j}]"));
-                        docs.push(decode_value(item, docs.len(), item_lines, default_namespace));
+                        docs.push(decode_value(
+                            item,
+                            docs.len(),
+                            item_lines,
+                            default_namespace,
+                        ));
                     }
                 }
                 Some(Value::Null) | None => {}
@@ -119,7 +124,12 @@ pub fn decode_str(
             }
             continue;
         }
-        docs.push(decode_value(value, docs.len(), doc_lines, default_namespace));
+        docs.push(decode_value(
+            value,
+            docs.len(),
+            doc_lines,
+            default_namespace,
+        ));
     }
     Ok(docs)
 }
@@ -182,10 +192,18 @@ fn invalid_doc(index: usize, lines: DocLines, kind: &str, report: Report) -> Doc
 }
 
 /// Decodes one object (already parsed to a JSON value).
-pub fn decode_value(value: Value, index: usize, lines: DocLines, default_namespace: &str) -> Document {
+pub fn decode_value(
+    value: Value,
+    index: usize,
+    lines: DocLines,
+    default_namespace: &str,
+) -> Document {
     let Value::Object(mut obj) = value else {
         let mut r = Report::default();
-        r.error("", "document is not an object (expected apiVersion, kind, metadata, spec)");
+        r.error(
+            "",
+            "document is not an object (expected apiVersion, kind, metadata, spec)",
+        );
         return invalid_doc(index, lines, "", r);
     };
     let api_version = obj
@@ -193,7 +211,11 @@ pub fn decode_value(value: Value, index: usize, lines: DocLines, default_namespa
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
-    let kind_name = obj.get("kind").and_then(Value::as_str).unwrap_or("").to_string();
+    let kind_name = obj
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     let meta_guess = peek_meta(&obj, default_namespace);
     let mut doc = Document {
         index,
@@ -215,7 +237,9 @@ pub fn decode_value(value: Value, index: usize, lines: DocLines, default_namespa
         doc.outcome = Outcome::Invalid(report);
         return doc;
     }
-    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version.as_str()));
+    let (group, version) = api_version
+        .split_once('/')
+        .unwrap_or(("", api_version.as_str()));
     let Some(kind) = Kind::parse(&kind_name).filter(|_| group == GROUP) else {
         doc.outcome = Outcome::Skipped(format!(
             "{api_version} {kind_name} is not a kind entryway reads (ServiceEntry, WorkloadEntry, VirtualService, DestinationRule, Sidecar of {GROUP})"
@@ -233,7 +257,10 @@ pub fn decode_value(value: Value, index: usize, lines: DocLines, default_namespa
     }
 
     for key in obj.keys() {
-        if !matches!(key.as_str(), "apiVersion" | "kind" | "metadata" | "spec" | "status") {
+        if !matches!(
+            key.as_str(),
+            "apiVersion" | "kind" | "metadata" | "spec" | "status"
+        ) {
             report.error(key.as_str(), format!("unknown field \"{key}\""));
         }
     }
@@ -252,11 +279,16 @@ pub fn decode_value(value: Value, index: usize, lines: DocLines, default_namespa
         spec_value
     };
     let spec = match kind {
-        Kind::ServiceEntry => typed::<api::ServiceEntry>(spec_value, "spec", &mut report).map(Spec::ServiceEntry),
-        Kind::WorkloadEntry => typed::<api::WorkloadEntry>(spec_value, "spec", &mut report).map(Spec::WorkloadEntry),
-        Kind::VirtualService => typed::<api::VirtualService>(spec_value, "spec", &mut report).map(Spec::VirtualService),
-        Kind::DestinationRule => typed::<api::DestinationRule>(spec_value, "spec", &mut report).map(Spec::DestinationRule),
-        Kind::Sidecar => typed::<api::Sidecar>(spec_value, "spec", &mut report).map(Spec::Sidecar),
+        Kind::ServiceEntry => typed::<api::ServiceEntry>(spec_value, "spec", &mut report)
+            .map(|s| Spec::ServiceEntry(Box::new(s))),
+        Kind::WorkloadEntry => typed::<api::WorkloadEntry>(spec_value, "spec", &mut report)
+            .map(|s| Spec::WorkloadEntry(Box::new(s))),
+        Kind::VirtualService => typed::<api::VirtualService>(spec_value, "spec", &mut report)
+            .map(|s| Spec::VirtualService(Box::new(s))),
+        Kind::DestinationRule => typed::<api::DestinationRule>(spec_value, "spec", &mut report)
+            .map(|s| Spec::DestinationRule(Box::new(s))),
+        Kind::Sidecar => typed::<api::Sidecar>(spec_value, "spec", &mut report)
+            .map(|s| Spec::Sidecar(Box::new(s))),
     };
 
     if let Some(meta) = &meta {
@@ -286,7 +318,10 @@ fn peek_meta(obj: &Map<String, Value>, default_namespace: &str) -> (String, Stri
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
         .unwrap_or(default_namespace);
-    let name = m.and_then(|m| m.get("name")).and_then(Value::as_str).unwrap_or("");
+    let name = m
+        .and_then(|m| m.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
     (ns.to_string(), name.to_string())
 }
 
@@ -374,7 +409,9 @@ mod tests {
 
     #[test]
     fn unknown_metadata_field_is_reported_with_its_path() {
-        let doc = one("apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n  name: a\n  nmae: b\nspec:\n  hosts: [a.com]\n");
+        let doc = one(
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n  name: a\n  nmae: b\nspec:\n  hosts: [a.com]\n",
+        );
         let errs = errors(&doc);
         assert_eq!(errs[0].path, "metadata.nmae", "{errs:?}");
         assert_eq!(errs[0].message, "unknown field \"nmae\"");
@@ -383,7 +420,9 @@ mod tests {
 
     #[test]
     fn unknown_top_level_field() {
-        let doc = one("apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: a}\nspecs: {}\n");
+        let doc = one(
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: a}\nspecs: {}\n",
+        );
         assert!(errors(&doc).iter().any(|i| i.path == "specs"));
     }
 
@@ -397,7 +436,9 @@ mod tests {
 
     #[test]
     fn bad_version_is_an_error() {
-        let doc = one("apiVersion: networking.istio.io/v2\nkind: ServiceEntry\nmetadata: {name: a}\nspec: {hosts: [a.com]}\n");
+        let doc = one(
+            "apiVersion: networking.istio.io/v2\nkind: ServiceEntry\nmetadata: {name: a}\nspec: {hosts: [a.com]}\n",
+        );
         assert_eq!(errors(&doc)[0].path, "apiVersion");
     }
 
@@ -425,13 +466,20 @@ items:
 ";
         let docs = decode_str(text, Format::Yaml, "dflt").expect("yaml");
         assert_eq!(docs.len(), 3);
-        assert_eq!(docs.iter().map(|d| d.index).collect::<Vec<_>>(), vec![0, 1, 2]);
+        assert_eq!(
+            docs.iter().map(|d| d.index).collect::<Vec<_>>(),
+            vec![0, 1, 2]
+        );
         assert_eq!(docs[0].line(), 2);
         assert_eq!(docs[1].line(), 11);
         assert_eq!(docs[2].line(), 15);
-        let Outcome::Config(c) = &docs[0].outcome else { panic!("{:?}", docs[0]) };
+        let Outcome::Config(c) = &docs[0].outcome else {
+            panic!("{:?}", docs[0])
+        };
         assert_eq!(c.meta.namespace, "dflt");
-        let Outcome::Config(c) = &docs[1].outcome else { panic!("{:?}", docs[1]) };
+        let Outcome::Config(c) = &docs[1].outcome else {
+            panic!("{:?}", docs[1])
+        };
         assert_eq!(c.meta.namespace, "ns1");
         assert_eq!(c.kind(), Kind::WorkloadEntry);
     }

@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 /// True for the file names Entryway reads: `*.yaml`, `*.yml`, `*.json`.
 pub fn is_config_file(path: &Path) -> bool {
     matches!(
-        path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref(),
+        path.extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .as_deref(),
         Some("yaml" | "yml" | "json")
     )
 }
@@ -18,7 +21,8 @@ pub fn is_config_file(path: &Path) -> bool {
 pub fn expand_paths(paths: &[PathBuf]) -> io::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for p in paths {
-        let meta = std::fs::metadata(p).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.display())))?;
+        let meta = std::fs::metadata(p)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.display())))?;
         if meta.is_dir() {
             walk(p, &mut out)?;
         } else {
@@ -59,13 +63,25 @@ mod tests {
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(root.join("sub/deeper"))?;
         std::fs::create_dir_all(root.join(".git"))?;
-        for f in ["b.yaml", "a.yml", "c.json", "notes.txt", "sub/deeper/d.yaml", ".git/x.yaml", "sub/.swp.yaml"] {
+        for f in [
+            "b.yaml",
+            "a.yml",
+            "c.json",
+            "notes.txt",
+            "sub/deeper/d.yaml",
+            ".git/x.yaml",
+            "sub/.swp.yaml",
+        ] {
             std::fs::write(root.join(f), "")?;
         }
         let got = expand_paths(std::slice::from_ref(&root))?;
         let rel: Vec<String> = got
             .iter()
-            .map(|p| p.strip_prefix(&root).map(|r| r.display().to_string()).unwrap_or_default())
+            .map(|p| {
+                p.strip_prefix(&root)
+                    .map(|r| r.display().to_string())
+                    .unwrap_or_default()
+            })
             .collect();
         assert_eq!(rel, vec!["a.yml", "b.yaml", "c.json", "sub/deeper/d.yaml"]);
         let _ = std::fs::remove_dir_all(&root);

@@ -1,1 +1,22 @@
-//! entryway-testkit
+//! entryway-testkit: test-only helpers (never a dependency of shipped crates).
+//!
+//! - [`EnvoyHarness`] / [`EnvoyProcess`]: real Envoy processes with their own base id, temp
+//!   dir and kernel-chosen admin port; admin API helpers; `--mode validate`.
+//! - [`HttpUpstream`]: a local HTTP/1.1 server that counts and records requests.
+//! - [`http_get`] / [`http::send`]: a minimal HTTP/1.1 client for admin and proxied requests.
+//! - [`eventually`] / [`eventually_ok`]: bounded polling; [`free_port`].
+//! - [`fixtures`]: static listener and cluster JSON.
+//!
+//! A test that needs Envoy calls [`EnvoyHarness::require`]: a missing Envoy fails the test
+//! with the install hint, it is never skipped.
+
+pub mod envoy;
+pub mod fixtures;
+pub mod http;
+pub mod poll;
+pub mod upstream;
+
+pub use envoy::{EnvoyHarness, EnvoyOptions, EnvoyProcess, HarnessError, next_base_id};
+pub use http::{HttpResponse, http_get};
+pub use poll::{Timeout, eventually, eventually_ok, free_port};
+pub use upstream::{HttpUpstream, RecordedRequest, UPSTREAM_NAME_HEADER};

@@ -42,7 +42,8 @@ use std::sync::LazyLock;
 use envoy_types::pb::google::protobuf::Any;
 use prost::{Message, Name};
 use prost_reflect::{
-    DescriptorPool, DeserializeOptions, DynamicMessage, MessageDescriptor, SerializeOptions, Value,
+    DescriptorPool, DeserializeOptions, DynamicMessage, MessageDescriptor, ReflectMessage,
+    SerializeOptions, Value,
 };
 use serde_json::Value as JsonValue;
 
@@ -99,7 +100,9 @@ pub enum JsonError {
     },
 }
 
-static POOL: LazyLock<DescriptorPool> = LazyLock::new(|| {
+/// Every protobuf type in `envoy-types` (plus the well-known types), decoded from the bundled
+/// descriptor set on first use.
+pub static DESCRIPTOR_POOL: LazyLock<DescriptorPool> = LazyLock::new(|| {
     // The bytes are a compile-time constant checked by the `pool_builds` test; failing here is
     // a build defect, not an input error.
     let mut raw = Vec::with_capacity(700 * 1024);
@@ -110,9 +113,9 @@ static POOL: LazyLock<DescriptorPool> = LazyLock::new(|| {
         .expect("bundled envoy-types descriptor set is a valid FileDescriptorSet")
 });
 
-/// The descriptor pool of every protobuf type in `envoy-types` (built on first use, ~30 ms).
+/// [`DESCRIPTOR_POOL`], as a plain reference.
 pub fn descriptor_pool() -> &'static DescriptorPool {
-    &POOL
+    &DESCRIPTOR_POOL
 }
 
 /// Serialisation options matching Envoy's admin output.
@@ -278,8 +281,8 @@ mod tests {
     use envoy_types::pb::envoy::config::core::v3::{Http2ProtocolOptions, RoutingPriority};
     use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
         HttpProtocolOptions, http_protocol_options::ExplicitHttpConfig,
-        http_protocol_options::explicit_http_config::ProtocolConfig,
         http_protocol_options::UpstreamProtocolOptions,
+        http_protocol_options::explicit_http_config::ProtocolConfig,
     };
     use envoy_types::pb::google::protobuf::{Duration, UInt32Value};
     use envoy_types::util::pack_any;
@@ -419,10 +422,7 @@ mod tests {
             type_url: "type.googleapis.com/not.a.Type".into(),
             value: vec![],
         };
-        assert!(matches!(
-            any_to_json(&any),
-            Err(JsonError::UnknownType(_))
-        ));
+        assert!(matches!(any_to_json(&any), Err(JsonError::UnknownType(_))));
     }
 
     #[test]
@@ -433,7 +433,8 @@ mod tests {
             ..Default::default()
         }
         .encode_to_vec();
-        bytes.extend_from_slice(&[0xf8, 0xe1, 0x04, 0x01]); // tag (9999 << 3 | 0), varint 1
+        prost::encoding::encode_key(9999, prost::encoding::WireType::Varint, &mut bytes);
+        prost::encoding::encode_varint(1, &mut bytes);
         let err = bytes_to_json("envoy.config.cluster.v3.Cluster", &bytes).unwrap_err();
         assert!(
             matches!(&err, JsonError::UnknownFields { numbers, .. } if numbers == &[9999]),
@@ -453,8 +454,9 @@ mod tests {
     /// Tripwire: the bundled descriptor set must come from the locked envoy-types version.
     #[test]
     fn bundled_descriptor_matches_locked_envoy_types() {
-        let lock = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../Cargo.lock"))
-            .expect("workspace Cargo.lock");
+        let lock =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../Cargo.lock"))
+                .expect("workspace Cargo.lock");
         let locked = lock
             .split("[[package]]")
             .find(|p| p.contains("name = \"envoy-types\""))
@@ -476,13 +478,17 @@ mod tests {
         use std::io::Write;
         let path = std::env::var("ENVOY_TYPES_BIN").expect("set ENVOY_TYPES_BIN");
         let raw = std::fs::read(&path).unwrap();
-        let mut set = prost_reflect::prost_types::FileDescriptorSet::decode(raw.as_slice()).unwrap();
+        let mut set =
+            prost_reflect::prost_types::FileDescriptorSet::decode(raw.as_slice()).unwrap();
         for file in &mut set.file {
             file.source_code_info = None;
         }
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
         gz.write_all(&set.encode_to_vec()).unwrap();
-        let out = concat!(env!("CARGO_MANIFEST_DIR"), "/src/envoy_types_descriptor.bin.gz");
+        let out = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/src/envoy_types_descriptor.bin.gz"
+        );
         std::fs::write(out, gz.finish().unwrap()).unwrap();
     }
 }

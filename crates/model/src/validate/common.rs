@@ -58,7 +58,9 @@ fn dns1123_labels(domain: &str, part: &str) -> Result<(), String> {
             return Ok(());
         }
         if !is_dns1123_label(label) {
-            return Err(format!("domain name \"{domain}\" invalid (label \"{label}\" invalid)"));
+            return Err(format!(
+                "domain name \"{domain}\" invalid (label \"{label}\" invalid)"
+            ));
         }
     }
     Ok(())
@@ -90,7 +92,9 @@ pub fn validate_wildcard_domain(domain: &str) -> Result<(), String> {
         None => (domain, None),
     };
     if !is_wildcard_prefix(first) {
-        return Err(format!("domain name \"{domain}\" invalid (label \"{first}\" invalid)"));
+        return Err(format!(
+            "domain name \"{domain}\" invalid (label \"{first}\" invalid)"
+        ));
     }
     match rest {
         None => Ok(()),
@@ -121,7 +125,9 @@ pub fn validate_ip_or_cidr(s: &str) -> Result<(), String> {
             .map(|_| ())
             .ok_or_else(|| format!("{s} is not a valid CIDR block"))
     } else {
-        parse_ip(s).map(|_| ()).ok_or_else(|| format!("{s} is not a valid IP"))
+        parse_ip(s)
+            .map(|_| ())
+            .ok_or_else(|| format!("{s} is not a valid IP"))
     }
 }
 
@@ -176,7 +182,8 @@ fn is_qualified_name(s: &str) -> bool {
         && b.len() <= 63
         && b[0].is_ascii_alphanumeric()
         && b[b.len() - 1].is_ascii_alphanumeric()
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
 }
 
 /// A Kubernetes label value: empty, or a qualified name.
@@ -206,10 +213,16 @@ pub fn check_selector_labels(
     let mut ok = true;
     for (k, v) in labels {
         if k.is_empty() {
-            report.error(path.key(k), format!("empty key is not supported in selector: \"={v}\""));
+            report.error(
+                path.key(k),
+                format!("empty key is not supported in selector: \"={v}\""),
+            );
             ok = false;
         } else if k.contains('*') || v.contains('*') {
-            report.error(path.key(k), format!("wildcard is not supported in selector: \"{k}={v}\""));
+            report.error(
+                path.key(k),
+                format!("wildcard is not supported in selector: \"{k}={v}\""),
+            );
             ok = false;
         }
     }
@@ -247,26 +260,41 @@ pub fn check_export_to(
         }
         if e == "." || e == namespace {
             if dot_or_own {
-                report.error(&p, format!("duplicate entries in exportTo: . and current namespace {namespace}"));
+                report.error(
+                    &p,
+                    format!("duplicate entries in exportTo: . and current namespace {namespace}"),
+                );
             }
             dot_or_own = true;
         }
         match e {
             "~" => {
                 if owner != ExportToOwner::ServiceEntry {
-                    report.error(&p, "exportTo ~ (none) is not allowed for Istio configuration objects");
+                    report.error(
+                        &p,
+                        "exportTo ~ (none) is not allowed for Istio configuration objects",
+                    );
                 }
             }
             "." | "*" => {}
             _ if is_dns1123_label_lower(e) => {}
-            _ => report.error(&p, "only .,*, or a valid DNS 1123 label is allowed as exportTo entry"),
+            _ => report.error(
+                &p,
+                "only .,*, or a valid DNS 1123 label is allowed as exportTo entry",
+            ),
         }
     }
     if seen.contains("*") && seen.len() > 1 {
-        report.error(path, "cannot have both public (*) and non-public exportTo values for a resource");
+        report.error(
+            path,
+            "cannot have both public (*) and non-public exportTo values for a resource",
+        );
     }
     if owner == ExportToOwner::ServiceEntry && seen.contains("~") && seen.len() > 1 {
-        report.error(path, "cannot export service entry to no one (~) and someone");
+        report.error(
+            path,
+            "cannot export service entry to no one (~) and someone",
+        );
     }
 }
 
@@ -276,7 +304,17 @@ mod tests {
 
     #[test]
     fn wildcard_domains() {
-        for ok in ["foo.com", "*.foo.com", "*", "*foo.com", "*-foo.com", "foo", "istio.io.", "API.Example.com", "a-b.c"] {
+        for ok in [
+            "foo.com",
+            "*.foo.com",
+            "*",
+            "*foo.com",
+            "*-foo.com",
+            "foo",
+            "istio.io.",
+            "API.Example.com",
+            "a-b.c",
+        ] {
             assert_eq!(validate_wildcard_domain(ok), Ok(()), "{ok}");
         }
         let cases = [
@@ -292,7 +330,11 @@ mod tests {
             assert!(e.contains(msg), "{bad}: {e}");
         }
         let long = format!("{}.com", "a".repeat(260));
-        assert!(validate_wildcard_domain(&long).expect_err("long").contains("too long (max 255)"));
+        assert!(
+            validate_wildcard_domain(&long)
+                .expect_err("long")
+                .contains("too long (max 255)")
+        );
     }
 
     #[test]
@@ -316,9 +358,18 @@ mod tests {
         assert!(validate_ip_or_cidr("10.0.0.1").is_ok());
         assert!(validate_ip_or_cidr("10.0.0.0/8").is_ok());
         assert!(validate_ip_or_cidr("2001:db8::/32").is_ok());
-        assert_eq!(validate_ip_or_cidr("10.0.0.0/33"), Err("10.0.0.0/33 is not a valid CIDR block".into()));
-        assert_eq!(validate_ip_or_cidr("foo"), Err("foo is not a valid IP".into()));
-        assert_eq!(validate_ip_or_cidr("1/2/3"), Err("1/2/3 is not a valid IP".into()));
+        assert_eq!(
+            validate_ip_or_cidr("10.0.0.0/33"),
+            Err("10.0.0.0/33 is not a valid CIDR block".into())
+        );
+        assert_eq!(
+            validate_ip_or_cidr("foo"),
+            Err("foo is not a valid IP".into())
+        );
+        assert_eq!(
+            validate_ip_or_cidr("1/2/3"),
+            Err("1/2/3 is not a valid IP".into())
+        );
     }
 
     #[test]
@@ -345,16 +396,30 @@ mod tests {
         assert!(run(&[".", "other"], ExportToOwner::Other).is_valid());
         assert!(run(&["~"], ExportToOwner::ServiceEntry).is_valid());
         assert!(run(&["~"], ExportToOwner::Other).has_error("exportTo ~ (none) is not allowed"));
-        assert!(run(&["~", "a"], ExportToOwner::ServiceEntry).has_error("cannot export service entry to no one"));
+        assert!(
+            run(&["~", "a"], ExportToOwner::ServiceEntry)
+                .has_error("cannot export service entry to no one")
+        );
         assert!(run(&["*", "a"], ExportToOwner::Other).has_error("cannot have both public (*)"));
-        assert!(run(&["a", "a"], ExportToOwner::Other).has_error("duplicate entries in exportTo for entry a"));
-        assert!(run(&[".", "ns"], ExportToOwner::Other).has_error("duplicate entries in exportTo: . and current namespace ns"));
-        assert!(run(&["Bad_ns"], ExportToOwner::Other).has_error("only .,*, or a valid DNS 1123 label"));
+        assert!(
+            run(&["a", "a"], ExportToOwner::Other)
+                .has_error("duplicate entries in exportTo for entry a")
+        );
+        assert!(
+            run(&[".", "ns"], ExportToOwner::Other)
+                .has_error("duplicate entries in exportTo: . and current namespace ns")
+        );
+        assert!(
+            run(&["Bad_ns"], ExportToOwner::Other).has_error("only .,*, or a valid DNS 1123 label")
+        );
     }
 
     #[test]
     fn durations() {
         assert!(validate_duration(&Duration::from_millis(1)).is_ok());
-        assert_eq!(validate_duration(&Duration::from_millis(0)), Err("duration must be greater than 1ms".into()));
+        assert_eq!(
+            validate_duration(&Duration::from_millis(0)),
+            Err("duration must be greater than 1ms".into())
+        );
     }
 }

@@ -17,7 +17,9 @@ pub fn check(meta: &ObjectMeta, report: &mut Report) {
             ),
         );
     }
-    if !meta.namespace.is_empty() && !crate::validate::common::is_dns1123_label_lower(&meta.namespace) {
+    if !meta.namespace.is_empty()
+        && !crate::validate::common::is_dns1123_label_lower(&meta.namespace)
+    {
         report.error(
             "metadata.namespace",
             format!("Invalid value: \"{}\": a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character", meta.namespace),
@@ -33,14 +35,21 @@ pub fn check_annotations(config: &Config, report: &mut Report) {
     if ann.contains_key("istio.io/dry-run") {
         report.error(
             "metadata.annotations[istio.io/dry-run]",
-            format!("{key} has unsupported annotation istio.io/dry-run, please remove the annotation"),
+            format!(
+                "{key} has unsupported annotation istio.io/dry-run, please remove the annotation"
+            ),
         );
     }
-    for internal in ["internal.istio.io/parent-namespace", "internal.istio.io/parent-names"] {
+    for internal in [
+        "internal.istio.io/parent-namespace",
+        "internal.istio.io/parent-names",
+    ] {
         if ann.contains_key(internal) {
             report.error(
                 format!("metadata.annotations[{internal}]"),
-                format!("{key} has unsupported annotation {internal}, please remove the annotation"),
+                format!(
+                    "{key} has unsupported annotation {internal}, please remove the annotation"
+                ),
             );
         }
     }
