@@ -10,4 +10,5 @@ pub mod config;
 pub mod decode;
 pub mod diag;
 pub mod linemap;
+pub mod registry;
 pub mod validate;

@@ -5,12 +5,11 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use serde::Serialize;
 
 use crate::api::common::Protocol;
 
 /// How a service's endpoints are found (Istio's `Resolution`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Resolution {
     /// NONE: the destination address is used as is (ORIGINAL_DST).
     Passthrough,
@@ -25,7 +24,7 @@ pub enum Resolution {
 }
 
 /// A service address as seen by the registry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ServiceAddress {
     /// No address: `0.0.0.0` in Istio's model.
     Unspecified,
@@ -47,7 +46,7 @@ impl ServiceAddress {
 }
 
 /// One port of a service.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ServicePort {
     /// Port name (endpoints' port maps are keyed by it).
     pub name: String,
@@ -60,7 +59,7 @@ pub struct ServicePort {
 }
 
 /// Visibility of a service, DR or VS (exportTo).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Visibility {
     /// `*`: every namespace.
     Public,
@@ -82,7 +81,7 @@ impl Visibility {
 }
 
 /// A service: one (host, address) of a ServiceEntry.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Service {
     /// The host (may be a wildcard such as `*.foo.com`).
     pub hostname: String,
@@ -121,7 +120,7 @@ impl Service {
 }
 
 /// TLS mode an endpoint advertises (`security.istio.io/tlsMode`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TlsMode {
     /// Accepts Istio mTLS.
     Istio,
@@ -130,7 +129,7 @@ pub enum TlsMode {
 }
 
 /// Locality `region/zone/subzone`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Locality {
     /// Region.
     pub region: String,
@@ -153,7 +152,7 @@ impl Locality {
 }
 
 /// Where an endpoint is reached.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum EndpointAddress {
     /// An IP address.
     Ip(IpAddr),
@@ -164,7 +163,7 @@ pub enum EndpointAddress {
 }
 
 /// One endpoint of one service port (Istio's `IstioEndpoint`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Endpoint {
     /// Address.
     pub address: EndpointAddress,
