@@ -54,9 +54,8 @@ pub fn allocate<'a>(
         .collect();
     // used[slot] for slots 1..=SLOTS (index 0 unused).
     let mut used = vec![false; SLOTS as usize + 1];
-    let mut count = 0usize;
     let mut out = BTreeMap::new();
-    for key in keys {
+    for (count, key) in keys.into_iter().enumerate() {
         if count >= SLOTS as usize {
             break; // the range is full: further hosts get no address (istiod logs and skips)
         }
@@ -67,7 +66,6 @@ pub fn allocate<'a>(
         if let Some(u) = used.get_mut(slot as usize) {
             *u = true;
         }
-        count += 1;
         out.insert(key, vec![IpAddr::V4(v4(slot)), IpAddr::V6(v6(slot))]);
     }
     out
