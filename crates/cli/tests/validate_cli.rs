@@ -109,9 +109,9 @@ fn broken_copy_reports_file_line_resource_path_and_message() {
     let dup = find("service entry port 3306 already defined");
     assert!(
         dup.contains(
-            "resolution-static-vip.yaml:16: ServiceEntry shop/orders-db: spec.ports[1].number:"
+            "resolution-static-vip.yaml:17: ServiceEntry shop/orders-db: spec.ports[1].number:"
         ) || dup
-            .contains("resolution-static-vip.yaml:16: ServiceEntry shop/orders-db: spec.ports[1]:"),
+            .contains("resolution-static-vip.yaml:17: ServiceEntry shop/orders-db: spec.ports[1]:"),
         "{dup}"
     );
 
