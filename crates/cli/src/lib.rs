@@ -2,6 +2,7 @@
 //! function so tests can call it in process.
 
 pub mod validate;
+pub mod xds;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,6 +23,16 @@ pub struct Cli {
 pub enum Command {
     /// Check Istio networking YAML/JSON as Istio would (files, directories, `-` for stdin).
     Validate(validate::Args),
+    /// Inspect the Envoy configuration Entryway generates.
+    #[command(subcommand)]
+    Xds(XdsCommand),
+}
+
+/// `entryway xds ...`.
+#[derive(Debug, Subcommand)]
+pub enum XdsCommand {
+    /// Print what one proxy would receive (config_dump JSON/YAML, tables, or a static bootstrap).
+    Dump(xds::DumpArgs),
 }
 
 /// Parses the process arguments and runs the chosen subcommand.
@@ -32,6 +43,11 @@ pub fn run() -> ExitCode {
             let mut out = std::io::stdout().lock();
             let mut err = std::io::stderr().lock();
             ExitCode::from(validate::run(&args, &mut out, &mut err))
+        }
+        Command::Xds(XdsCommand::Dump(args)) => {
+            let mut out = std::io::stdout().lock();
+            let mut err = std::io::stderr().lock();
+            ExitCode::from(xds::run_dump(&args, &mut out, &mut err))
         }
     }
 }

@@ -110,6 +110,9 @@ pub struct EnvoyOptions {
     pub drain_time_s: u32,
     /// Extra arguments appended to the command line.
     pub extra_args: Vec<String>,
+    /// Group id to run Envoy as (capture tests exclude Envoy's own traffic from the
+    /// iptables redirect by `--gid-owner`, as Istio does by uid 1337).
+    pub gid: Option<u32>,
 }
 
 impl Default for EnvoyOptions {
@@ -119,6 +122,7 @@ impl Default for EnvoyOptions {
             concurrency: 1,
             drain_time_s: 1,
             extra_args: Vec::new(),
+            gid: None,
         }
     }
 }
@@ -241,7 +245,12 @@ impl EnvoyHarness {
         let stderr =
             std::fs::File::create(dir.join(STDERR_FILE)).map_err(io_err("creating stderr file"))?;
         let o = &self.options;
-        let mut child = Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        if let Some(gid) = o.gid {
+            use std::os::unix::process::CommandExt as _;
+            command.gid(gid);
+        }
+        let mut child = command
             .arg("-c")
             .arg(bootstrap)
             .args(["--base-id", &base_id.to_string()])

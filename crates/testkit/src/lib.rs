@@ -13,6 +13,7 @@
 pub mod envoy;
 pub mod fixtures;
 pub mod http;
+pub mod netns;
 pub mod poll;
 pub mod upstream;
 

@@ -79,7 +79,18 @@ impl HttpUpstream {
 
     /// Starts an upstream named `name` answering `status` with `body`.
     pub fn with_response(name: &str, status: u16, body: impl Into<String>) -> io::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
+        Self::start_at(name, SocketAddr::from(([127, 0, 0, 1], 0)), status, body)
+    }
+
+    /// Starts an upstream named `name` on `addr` (e.g. an address added to a test network
+    /// namespace's loopback) answering `status` with `body`.
+    pub fn start_at(
+        name: &str,
+        addr: SocketAddr,
+        status: u16,
+        body: impl Into<String>,
+    ) -> io::Result<Self> {
+        let listener = TcpListener::bind(addr)?;
         let addr = listener.local_addr()?;
         let state = Arc::new(State {
             name: name.to_owned(),
@@ -162,8 +173,12 @@ impl Drop for HttpUpstream {
     fn drop(&mut self) {
         self.state.shutdown.store(true, Ordering::SeqCst);
         // Wake the blocking accept() so the thread sees the flag.
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
-        if let Some(handle) = self.accept.take() {
+        // If the wake-up cannot connect (e.g. a capture rule sends it elsewhere), leave the
+        // thread: it ends with the process.
+        let woke = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1)).is_ok();
+        if let Some(handle) = self.accept.take()
+            && woke
+        {
             let _ = handle.join();
         }
     }

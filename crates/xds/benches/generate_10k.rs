@@ -1,0 +1,187 @@
+//! Registry build and one proxy's full generation plus protobuf encoding for 10,000
+//! ServiceEntries (2 hosts, 2 ports, 3 endpoints each). Targets: registry < 100 ms,
+//! generation + encoding < 100 ms.
+//!
+//! Baseline, measured in the same run: deep-cloning the decoded configuration set (a pass
+//! over the same data that allocates as much as copying it) — the ratios are what to compare
+//! across machines. Peak memory is the process's VmHWM after each stage.
+//!
+//! Run: `cargo bench -p entryway-xds --bench generate_10k` (`-- --quick` for one round).
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use entryway_model::api::MeshConfig;
+use entryway_model::check::check_text;
+use entryway_model::decode::Format;
+use entryway_model::registry::{ConfigSet, Proxy, ProxyScope, Registry};
+use entryway_xds::generator::generate;
+use prost::Message;
+
+const COUNT: usize = 10_000;
+
+fn corpus() -> String {
+    let mut s = String::with_capacity(COUNT * 700);
+    for i in 0..COUNT {
+        let dns = i % 2 == 1;
+        let _ = write!(
+            s,
+            "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: se-{i}, namespace: ns-{ns}}}\nspec:\n  hosts: [a-{i}.example.com, b-{i}.example.com]\n  ports:\n  - {{number: {http}, name: http, protocol: HTTP}}\n  - {{number: 443, name: tls, protocol: TLS}}\n  resolution: {res}\n  endpoints:\n",
+            ns = i % 20,
+            http = 8000 + i % 100,
+            res = if dns { "DNS" } else { "STATIC" },
+        );
+        for e in 0..3 {
+            if dns {
+                let _ = writeln!(s, "  - {{address: e{e}-{i}.backend.example.net}}");
+            } else {
+                let _ = writeln!(
+                    s,
+                    "  - {{address: 10.{}.{}.{}, locality: r1/z{e}}}",
+                    e,
+                    (i / 256) % 256,
+                    i % 256
+                );
+            }
+        }
+    }
+    s
+}
+
+fn vm_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn median<F: FnMut()>(rounds: usize, mut f: F) -> Duration {
+    let mut v: Vec<Duration> = (0..rounds)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed()
+        })
+        .collect();
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let rounds = if quick { 1 } else { 7 };
+    let mesh = MeshConfig::default();
+    let text = corpus();
+    let rss_start = vm_kib("VmRSS:");
+    let t = Instant::now();
+    let checked = check_text(&text, Format::Yaml, "default", &mesh).unwrap_or_default();
+    let decode = t.elapsed();
+    let configs: Vec<_> = checked.iter().filter_map(|c| c.config().cloned()).collect();
+    assert_eq!(configs.len(), COUNT, "every generated entry must be valid");
+    drop(checked);
+    let set = ConfigSet::new(configs);
+    let hwm_decoded = vm_kib("VmHWM:");
+
+    let baseline = median(rounds, || {
+        let copy = set.configs.clone();
+        std::hint::black_box(&copy);
+    });
+    let registry_time = median(rounds, || {
+        std::hint::black_box(Registry::build(&set, &mesh));
+    });
+    let registry = Registry::build(&set, &mesh);
+    let hwm_registry = vm_kib("VmHWM:");
+    let proxy = Proxy::in_namespace("ns-0");
+    let mut encoded = 0usize;
+    let mut counts = (0, 0, 0, 0);
+    let generate_time = median(rounds, || {
+        let scope = ProxyScope::new(&registry, &mesh, &proxy);
+        let cfg = generate(&scope);
+        let mut bytes = 0;
+        let mut buf = Vec::new();
+        for l in &cfg.listeners {
+            buf.clear();
+            l.encode(&mut buf).unwrap_or_default();
+            bytes += buf.len();
+        }
+        for r in &cfg.routes {
+            buf.clear();
+            r.encode(&mut buf).unwrap_or_default();
+            bytes += buf.len();
+        }
+        for c in &cfg.clusters {
+            buf.clear();
+            c.encode(&mut buf).unwrap_or_default();
+            bytes += buf.len();
+        }
+        for e in &cfg.endpoints {
+            buf.clear();
+            e.encode(&mut buf).unwrap_or_default();
+            bytes += buf.len();
+        }
+        encoded = bytes;
+        counts = (
+            cfg.listeners.len(),
+            cfg.routes.len(),
+            cfg.clusters.len(),
+            cfg.endpoints.len(),
+        );
+    });
+    let hwm_generate = vm_kib("VmHWM:");
+
+    println!(
+        "generate_10k: {COUNT} ServiceEntries (2 hosts, 2 ports, 3 endpoints), median of {rounds}"
+    );
+    println!(
+        "  decode + validate (once)            {:>9.1} ms",
+        ms(decode)
+    );
+    println!(
+        "  baseline: clone the config set      {:>9.1} ms",
+        ms(baseline)
+    );
+    println!(
+        "  registry build                      {:>9.1} ms  ({:.2}x baseline)  target < 100 ms -> {}",
+        ms(registry_time),
+        registry_time.as_secs_f64() / baseline.as_secs_f64(),
+        if registry_time < Duration::from_millis(100) {
+            "met"
+        } else {
+            "NOT met"
+        }
+    );
+    println!(
+        "  one proxy: generate + encode        {:>9.1} ms  ({:.2}x baseline)  target < 100 ms -> {}",
+        ms(generate_time),
+        generate_time.as_secs_f64() / baseline.as_secs_f64(),
+        if generate_time < Duration::from_millis(100) {
+            "met"
+        } else {
+            "NOT met"
+        }
+    );
+    println!(
+        "  resources: {} listeners, {} route configs, {} clusters, {} endpoint sets; {:.1} MiB encoded",
+        counts.0,
+        counts.1,
+        counts.2,
+        counts.3,
+        encoded as f64 / (1024.0 * 1024.0)
+    );
+    println!(
+        "  memory: RSS at start {:.0} MiB; peak after decode {:.0} MiB, after registry {:.0} MiB, after generation {:.0} MiB",
+        rss_start as f64 / 1024.0,
+        hwm_decoded as f64 / 1024.0,
+        hwm_registry as f64 / 1024.0,
+        hwm_generate as f64 / 1024.0
+    );
+}
