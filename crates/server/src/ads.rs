@@ -1,0 +1,1 @@
+//! The ADS gRPC server: state-of-the-world and Delta aggregated streams.

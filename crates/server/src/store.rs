@@ -1,0 +1,1 @@
+//! The config store: files → validated documents → last good config per resource → snapshots.

@@ -1,0 +1,1 @@
+//! Watching the config directory and debouncing changes into store reloads.
