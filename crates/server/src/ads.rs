@@ -1,1 +1,195 @@
-//! The ADS gRPC server: state-of-the-world and Delta aggregated streams.
+//! The ADS gRPC server: state-of-the-world (`StreamAggregatedResources`) and Delta
+//! (`DeltaAggregatedResources`) aggregated streams.
+//!
+//! ```text
+//! request ─► ack::classify_* ─► sotw::Sotw / delta::Delta (per type: names, nonce, version, known)
+//! snapshot (watch) ─► cache::Cache::get (one generation per snapshot × proxy identity)
+//!                 ─► resources::Generated (canonical bytes + content versions per resource)
+//!                 ─► flush: CDS → EDS → LDS → RDS, only what changed ─► Envoy
+//! ```
+//!
+//! - [`ack`]: ACK/NACK/stale classification (pure, table-tested).
+//! - [`node`]: the proxy's identity from node metadata.
+//! - [`canonical`]: deterministic encoding and versions.
+//! - [`resources`]: encoded resources, views, SotW bodies, Delta diffs.
+//! - [`cache`]: generation shared by identical proxies; memoised bodies and diffs.
+//! - [`sotw`], [`delta`]: the protocol state machines.
+//! - [`stream`]: the per-stream task (I/O, `/debug/syncz` status, metrics).
+//!
+//! Start it with [`serve`] (or [`AdsServer::into_service`] to mount it on another tonic
+//! server). Streams end when the shutdown future resolves, so a graceful shutdown does not
+//! wait for proxies to disconnect.
+
+pub mod ack;
+pub mod cache;
+pub mod canonical;
+pub mod delta;
+pub mod node;
+pub mod resources;
+pub mod sotw;
+pub mod stream;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
+    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::TcpIncoming;
+use tonic::{Request, Response, Status, Streaming};
+
+pub use cache::{Cache, GenerateHook, ProxyKey};
+pub use resources::Kind;
+
+use crate::shared::Shared;
+use stream::{Context, Protocol};
+
+/// Default xDS port (Istio's plaintext xDS port).
+pub const DEFAULT_PORT: u16 = 15010;
+
+/// Largest request accepted from a proxy. A Delta reconnect lists every resource it holds in
+/// `initial_resource_versions`: 40,000 clusters with long names is a few MB, above tonic's
+/// 4 MB default.
+pub const MAX_REQUEST_BYTES: usize = 64 << 20;
+
+/// Responses queued per stream before the stream task waits for the proxy to read.
+const STREAM_QUEUE: usize = 16;
+
+/// Errors of the ADS server.
+#[derive(Debug, thiserror::Error)]
+pub enum AdsError {
+    /// Binding the listen address.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The gRPC server failed.
+    #[error("xDS server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Settings of the ADS server.
+#[derive(Clone, Default)]
+pub struct AdsOptions {
+    /// See [`GenerateHook`]; `None` in production.
+    pub generate_hook: Option<GenerateHook>,
+}
+
+/// The `AggregatedDiscoveryService` implementation.
+#[derive(Clone)]
+pub struct AdsServer {
+    ctx: Arc<Context>,
+    stop: watch::Receiver<bool>,
+}
+
+type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+impl AdsServer {
+    /// A server over `shared`; its streams end when `stop` becomes true.
+    pub fn new(shared: Arc<Shared>, options: AdsOptions, stop: watch::Receiver<bool>) -> AdsServer {
+        AdsServer {
+            ctx: Arc::new(Context {
+                shared,
+                cache: Cache::new(options.generate_hook),
+                next_conn: AtomicU64::new(1),
+            }),
+            stop,
+        }
+    }
+
+    /// The generation cache (tests and benchmarks inspect it).
+    pub fn cache(&self) -> &Cache {
+        &self.ctx.cache
+    }
+
+    /// As a tonic service, accepting requests up to [`MAX_REQUEST_BYTES`].
+    pub fn into_service(self) -> AggregatedDiscoveryServiceServer<AdsServer> {
+        AggregatedDiscoveryServiceServer::new(self).max_decoding_message_size(MAX_REQUEST_BYTES)
+    }
+
+    fn start<P: Protocol>(&self, requests: Streaming<P::Req>) -> ResponseStream<P::Resp> {
+        let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+        tokio::spawn(stream::run::<P>(
+            Arc::clone(&self.ctx),
+            requests,
+            tx,
+            self.stop.clone(),
+        ));
+        Box::pin(ReceiverStream::new(rx))
+    }
+}
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for AdsServer {
+    type StreamAggregatedResourcesStream = ResponseStream<DiscoveryResponse>;
+    type DeltaAggregatedResourcesStream = ResponseStream<DeltaDiscoveryResponse>;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        Ok(Response::new(
+            self.start::<sotw::Sotw>(request.into_inner()),
+        ))
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        Ok(Response::new(
+            self.start::<delta::Delta>(request.into_inner()),
+        ))
+    }
+}
+
+/// Binds `addr` (port 0 picks a free port; read it back with `local_addr()`).
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, AdsError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| AdsError::Bind { addr, source })
+}
+
+/// Serves ADS on `listener` until `shutdown` resolves; then ends every stream (proxies
+/// reconnect elsewhere or later) and returns.
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), AdsError> {
+    serve_with(listener, shared, AdsOptions::default(), shutdown).await
+}
+
+/// [`serve`] with options.
+pub async fn serve_with(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    options: AdsOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), AdsError> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let server = AdsServer::new(shared, options, stop_rx);
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    };
+    tonic::transport::Server::builder()
+        .add_service(server.into_service())
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await?;
+    Ok(())
+}

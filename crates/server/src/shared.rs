@@ -1,7 +1,7 @@
 //! State shared between the ADS server and the admin endpoints.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use entryway_model::registry::Proxy;
 use serde::Serialize;
@@ -9,6 +9,7 @@ use tokio::sync::watch;
 
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
+use crate::store::ConfigStatus;
 
 /// Per resource type, what was sent to and acknowledged by one proxy.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -49,6 +50,9 @@ pub struct Shared {
     pub proxies: Mutex<BTreeMap<u64, (Proxy, ProxyStatus)>>,
     /// The latest snapshot.
     pub snapshot: watch::Receiver<Arc<Snapshot>>,
+    /// Accepted and rejected configs with their files, as of the last reload (set by the
+    /// store, read by `/debug/configz`).
+    pub config_status: RwLock<Arc<ConfigStatus>>,
 }
 
 impl Shared {
@@ -58,6 +62,24 @@ impl Shared {
             metrics: Metrics::default(),
             proxies: Mutex::new(BTreeMap::new()),
             snapshot,
+            config_status: RwLock::new(Arc::new(ConfigStatus::default())),
         })
+    }
+
+    /// The config status of the last reload.
+    pub fn config_status(&self) -> Arc<ConfigStatus> {
+        match self.config_status.read() {
+            Ok(s) => Arc::clone(&s),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Replaces the config status.
+    pub fn set_config_status(&self, status: ConfigStatus) {
+        let status = Arc::new(status);
+        match self.config_status.write() {
+            Ok(mut s) => *s = status,
+            Err(poisoned) => *poisoned.into_inner() = status,
+        }
     }
 }

@@ -15,7 +15,7 @@ use entryway_model::api::MeshConfig;
 use entryway_model::check::check_text;
 use entryway_model::decode::Format;
 use entryway_model::registry::{ConfigSet, Proxy, ProxyScope, Registry};
-use entryway_xds::generator::generate;
+use entryway_xds::generator::{ProxyConfig, cds, eds, generate, lds, rds};
 use prost::Message;
 
 const COUNT: usize = 10_000;
@@ -76,6 +76,94 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
+/// Encoded size of every resource (the bench's encoding loop).
+fn encode_all(cfg: &ProxyConfig) -> usize {
+    let mut bytes = 0;
+    let mut buf = Vec::new();
+    for l in &cfg.listeners {
+        buf.clear();
+        l.encode(&mut buf).unwrap_or_default();
+        bytes += buf.len();
+    }
+    for r in &cfg.routes {
+        buf.clear();
+        r.encode(&mut buf).unwrap_or_default();
+        bytes += buf.len();
+    }
+    for c in &cfg.clusters {
+        buf.clear();
+        c.encode(&mut buf).unwrap_or_default();
+        bytes += buf.len();
+    }
+    for e in &cfg.endpoints {
+        buf.clear();
+        e.encode(&mut buf).unwrap_or_default();
+        bytes += buf.len();
+    }
+    bytes
+}
+
+/// The stages of [`generate`] one by one, plus encoding and dropping the result: where the
+/// generation time goes.
+fn stage_timings(
+    rounds: usize,
+    registry: &Registry,
+    mesh: &MeshConfig,
+    proxy: &Proxy,
+) -> Vec<(&'static str, Duration)> {
+    const NAMES: [&str; 7] = [
+        "scope",
+        "listeners (LDS)",
+        "routes (RDS)",
+        "clusters (CDS)",
+        "endpoints (EDS)",
+        "encode",
+        "drop",
+    ];
+    let mut samples: Vec<Vec<Duration>> = vec![Vec::with_capacity(rounds); NAMES.len()];
+    for _ in 0..rounds {
+        let mut lap = Instant::now();
+        let mut record = |i: usize, samples: &mut Vec<Vec<Duration>>| {
+            let now = Instant::now();
+            samples[i].push(now - lap);
+            lap = now;
+        };
+        let scope = ProxyScope::new(registry, mesh, proxy);
+        record(0, &mut samples);
+        let mut listeners = lds::listeners(&scope);
+        listeners.sort_by(|a, b| a.name.cmp(&b.name));
+        record(1, &mut samples);
+        let mut routes = rds::route_configurations(&scope, &lds::route_names(&listeners));
+        routes.sort_by(|a, b| a.name.cmp(&b.name));
+        record(2, &mut samples);
+        let mut clusters = cds::clusters(&scope);
+        clusters.sort_by(|a, b| a.name.cmp(&b.name));
+        record(3, &mut samples);
+        let mut endpoints = eds::load_assignments(&scope, &clusters);
+        endpoints.sort_by(|a, b| a.cluster_name.cmp(&b.cluster_name));
+        record(4, &mut samples);
+        let cfg = ProxyConfig {
+            listeners,
+            routes,
+            clusters,
+            endpoints,
+        };
+        std::hint::black_box(encode_all(&cfg));
+        record(5, &mut samples);
+        drop(cfg);
+        drop(scope);
+        record(6, &mut samples);
+    }
+    NAMES
+        .into_iter()
+        .zip(samples)
+        .map(|(n, mut v)| {
+            v.sort();
+            (n, v[v.len() / 2])
+        })
+        .collect()
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let rounds = if quick { 1 } else { 7 };
@@ -106,29 +194,7 @@ fn main() {
     let generate_time = median(rounds, || {
         let scope = ProxyScope::new(&registry, &mesh, &proxy);
         let cfg = generate(&scope);
-        let mut bytes = 0;
-        let mut buf = Vec::new();
-        for l in &cfg.listeners {
-            buf.clear();
-            l.encode(&mut buf).unwrap_or_default();
-            bytes += buf.len();
-        }
-        for r in &cfg.routes {
-            buf.clear();
-            r.encode(&mut buf).unwrap_or_default();
-            bytes += buf.len();
-        }
-        for c in &cfg.clusters {
-            buf.clear();
-            c.encode(&mut buf).unwrap_or_default();
-            bytes += buf.len();
-        }
-        for e in &cfg.endpoints {
-            buf.clear();
-            e.encode(&mut buf).unwrap_or_default();
-            bytes += buf.len();
-        }
-        encoded = bytes;
+        encoded = encode_all(&cfg);
         counts = (
             cfg.listeners.len(),
             cfg.routes.len(),
@@ -137,6 +203,7 @@ fn main() {
         );
     });
     let hwm_generate = vm_kib("VmHWM:");
+    let stages = stage_timings(rounds, &registry, &mesh, &proxy);
 
     println!(
         "generate_10k: {COUNT} ServiceEntries (2 hosts, 2 ports, 3 endpoints), median of {rounds}"
@@ -169,6 +236,10 @@ fn main() {
             "NOT met"
         }
     );
+    println!("  per stage (median of {rounds}, each stage run on its own):");
+    for (name, d) in &stages {
+        println!("    {name:<34}{:>9.1} ms", ms(*d));
+    }
     println!(
         "  resources: {} listeners, {} route configs, {} clusters, {} endpoint sets; {:.1} MiB encoded",
         counts.0,

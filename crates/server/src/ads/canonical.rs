@@ -1,0 +1,366 @@
+//! Deterministic encoding of generated resources, and the version hash derived from it.
+//!
+//! prost encodes proto `map` fields from a `std::HashMap`, whose iteration order differs
+//! between map instances (envoy-xds-notes pitfall 4): the generator's cluster metadata
+//! (`filter_metadata.istio` is a `Struct` with several fields) would then encode differently
+//! on every generation, and a version derived from the bytes would flap. [`canonicalize`]
+//! rewrites an encoded message with every map's entries sorted (recursively, including inside
+//! `google.protobuf.Any` payloads whose type is known), using the descriptors of
+//! [`entryway_xds::json::descriptor_pool`]. Everything else prost already encodes
+//! deterministically (fields in tag order, repeated fields in order).
+//!
+//! Sorting entries never changes their lengths, so every length prefix stays valid and the
+//! output has exactly the input's length. Envoy receives the canonical bytes too, so a
+//! resource that did not change is byte-identical across pushes and across control-plane
+//! restarts (which is what lets a Delta client reconnect without a resend).
+
+use entryway_xds::json::descriptor_pool;
+use prost_reflect::{Kind, MessageDescriptor};
+
+/// Why a message could not be canonicalised (the caller falls back to prost's bytes).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CanonicalError {
+    /// The message type is not in the descriptor pool.
+    #[error("unknown message type {0}")]
+    UnknownType(String),
+    /// The bytes are not a well-formed protobuf encoding.
+    #[error("malformed protobuf encoding at byte {0}")]
+    Malformed(usize),
+    /// Deeper nesting than any Envoy resource has.
+    #[error("message nested deeper than {MAX_DEPTH} levels")]
+    TooDeep,
+}
+
+const MAX_DEPTH: usize = 100;
+const ANY: &str = "google.protobuf.Any";
+
+/// Re-encodes `bytes` (an encoded `full_name` message) with every map sorted.
+pub fn canonicalize(full_name: &str, bytes: &[u8]) -> Result<Vec<u8>, CanonicalError> {
+    let desc = descriptor_pool()
+        .get_message_by_name(full_name)
+        .ok_or_else(|| CanonicalError::UnknownType(full_name.to_string()))?;
+    let mut out = Vec::with_capacity(bytes.len());
+    walk(&desc, bytes, 0, &mut out, 0)?;
+    Ok(out)
+}
+
+/// FNV-1a (64 bit) of `bytes`, as 16 hex digits: a version that is stable across processes
+/// and releases (unlike `std`'s `DefaultHasher`).
+pub fn version_of(bytes: &[u8]) -> String {
+    format!("{:016x}", fnv1a(FNV_OFFSET, bytes))
+}
+
+/// FNV-1a offset basis.
+pub const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+/// Continues an FNV-1a hash over `bytes`.
+pub fn fnv1a(mut h: u64, bytes: &[u8]) -> u64 {
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(FNV_PRIME);
+    }
+    h
+}
+
+fn read_varint(buf: &[u8], pos: &mut usize, base: usize) -> Result<u64, CanonicalError> {
+    let mut v: u64 = 0;
+    for shift in (0..64).step_by(7) {
+        let b = *buf
+            .get(*pos)
+            .ok_or(CanonicalError::Malformed(base + *pos))?;
+        *pos += 1;
+        v |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Ok(v);
+        }
+    }
+    Err(CanonicalError::Malformed(base + *pos))
+}
+
+fn write_varint(mut v: u64, out: &mut Vec<u8>) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// One field as it appears on the wire.
+struct Field<'a> {
+    number: u32,
+    /// Tag and (for length-delimited fields) length prefix.
+    header: &'a [u8],
+    /// Payload of a length-delimited field; the raw value otherwise.
+    body: &'a [u8],
+    delimited: bool,
+}
+
+fn next_field<'a>(
+    buf: &'a [u8],
+    pos: &mut usize,
+    base: usize,
+) -> Result<Field<'a>, CanonicalError> {
+    let start = *pos;
+    let key = read_varint(buf, pos, base)?;
+    let number = u32::try_from(key >> 3).map_err(|_| CanonicalError::Malformed(base + start))?;
+    let malformed = || CanonicalError::Malformed(base + start);
+    let take = |pos: &mut usize, n: usize| -> Result<(), CanonicalError> {
+        let end = pos
+            .checked_add(n)
+            .filter(|e| *e <= buf.len())
+            .ok_or_else(malformed)?;
+        *pos = end;
+        Ok(())
+    };
+    match key & 7 {
+        0 => {
+            let value_start = *pos;
+            read_varint(buf, pos, base)?;
+            Ok(Field {
+                number,
+                header: &buf[start..value_start],
+                body: &buf[value_start..*pos],
+                delimited: false,
+            })
+        }
+        1 | 5 => {
+            let value_start = *pos;
+            take(pos, if key & 7 == 1 { 8 } else { 4 })?;
+            Ok(Field {
+                number,
+                header: &buf[start..value_start],
+                body: &buf[value_start..*pos],
+                delimited: false,
+            })
+        }
+        2 => {
+            let len = usize::try_from(read_varint(buf, pos, base)?).map_err(|_| malformed())?;
+            let body_start = *pos;
+            take(pos, len)?;
+            Ok(Field {
+                number,
+                header: &buf[start..body_start],
+                body: &buf[body_start..*pos],
+                delimited: true,
+            })
+        }
+        // Groups (3, 4) do not occur in Envoy's API; anything else is not protobuf.
+        _ => Err(malformed()),
+    }
+}
+
+fn walk(
+    desc: &MessageDescriptor,
+    buf: &[u8],
+    base: usize,
+    out: &mut Vec<u8>,
+    depth: usize,
+) -> Result<(), CanonicalError> {
+    if depth > MAX_DEPTH {
+        return Err(CanonicalError::TooDeep);
+    }
+    if desc.full_name() == ANY {
+        return walk_any(buf, base, out, depth);
+    }
+    let mut pos = 0;
+    // Consecutive entries of one map field, canonicalised, waiting to be sorted.
+    let mut run: Option<(u32, Vec<Vec<u8>>)> = None;
+    while pos < buf.len() {
+        let at = base + pos;
+        let f = next_field(buf, &mut pos, base)?;
+        let field = if f.delimited {
+            desc.get_field(f.number)
+        } else {
+            None
+        };
+        let message = field.as_ref().and_then(|fd| match fd.kind() {
+            Kind::Message(m) => Some((fd.is_map(), m)),
+            _ => None,
+        });
+        match message {
+            Some((true, entry)) => {
+                let mut e = Vec::with_capacity(f.body.len());
+                walk(&entry, f.body, at + f.header.len(), &mut e, depth + 1)?;
+                match &mut run {
+                    Some((n, entries)) if *n == f.number => entries.push(e),
+                    _ => {
+                        flush_run(run.take(), out);
+                        run = Some((f.number, vec![e]));
+                    }
+                }
+            }
+            Some((false, m)) => {
+                flush_run(run.take(), out);
+                out.extend_from_slice(f.header);
+                walk(&m, f.body, at + f.header.len(), out, depth + 1)?;
+            }
+            None => {
+                flush_run(run.take(), out);
+                out.extend_from_slice(f.header);
+                out.extend_from_slice(f.body);
+            }
+        }
+    }
+    flush_run(run, out);
+    Ok(())
+}
+
+fn flush_run(run: Option<(u32, Vec<Vec<u8>>)>, out: &mut Vec<u8>) {
+    let Some((number, mut entries)) = run else {
+        return;
+    };
+    // Entries start with their key (field 1), so byte order sorts by key.
+    entries.sort_unstable();
+    for e in entries {
+        write_varint((u64::from(number) << 3) | 2, out);
+        write_varint(e.len() as u64, out);
+        out.extend_from_slice(&e);
+    }
+}
+
+/// `Any { type_url = 1, value = 2 }`: the payload is canonicalised as its own type when the
+/// pool knows it, and copied otherwise.
+fn walk_any(
+    buf: &[u8],
+    base: usize,
+    out: &mut Vec<u8>,
+    depth: usize,
+) -> Result<(), CanonicalError> {
+    let mut type_name = None;
+    let mut pos = 0;
+    while pos < buf.len() {
+        let f = next_field(buf, &mut pos, base)?;
+        if f.number == 1 && f.delimited {
+            type_name = std::str::from_utf8(f.body)
+                .ok()
+                .map(|url| url.rsplit('/').next().unwrap_or(url));
+        }
+    }
+    let inner = type_name.and_then(|n| descriptor_pool().get_message_by_name(n));
+    let mut pos = 0;
+    while pos < buf.len() {
+        let at = base + pos;
+        let f = next_field(buf, &mut pos, base)?;
+        out.extend_from_slice(f.header);
+        match &inner {
+            Some(m) if f.number == 2 && f.delimited => {
+                walk(m, f.body, at + f.header.len(), out, depth + 1)?;
+            }
+            _ => out.extend_from_slice(f.body),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+    use envoy_types::pb::envoy::config::core::v3::Metadata;
+    use envoy_types::pb::google::protobuf::{Any, Struct, Value, value::Kind as VKind};
+    use prost::{Message, Name};
+
+    use super::*;
+
+    fn meta(n: usize) -> Metadata {
+        let fields: HashMap<String, Value> = (0..n)
+            .map(|i| {
+                (
+                    format!("k{i}"),
+                    Value {
+                        kind: Some(VKind::StringValue(format!("v{i}"))),
+                    },
+                )
+            })
+            .collect();
+        let mut filter_metadata = HashMap::new();
+        filter_metadata.insert(
+            "istio".to_string(),
+            Struct {
+                fields: fields.clone(),
+            },
+        );
+        filter_metadata.insert("other".to_string(), Struct { fields });
+        Metadata {
+            filter_metadata,
+            ..Default::default()
+        }
+    }
+
+    fn cluster() -> Cluster {
+        Cluster {
+            name: "outbound|80||a.example.com".into(),
+            metadata: Some(meta(8)),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn equal_messages_encode_identically_and_round_trip() {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut raw = std::collections::BTreeSet::new();
+        for _ in 0..20 {
+            // A fresh clone has fresh HashMaps, hence (usually) a different iteration order.
+            let c = cluster();
+            let bytes = c.encode_to_vec();
+            raw.insert(bytes.clone());
+            let canon = canonicalize(&Cluster::full_name(), &bytes).expect("canonical");
+            assert_eq!(canon.len(), bytes.len());
+            assert_eq!(Cluster::decode(canon.as_slice()).expect("decodes"), c);
+            seen.insert(canon);
+        }
+        assert_eq!(
+            seen.len(),
+            1,
+            "canonical bytes must not depend on map order"
+        );
+        assert!(
+            raw.len() > 1,
+            "the test needs prost's order to vary to mean anything"
+        );
+    }
+
+    #[test]
+    fn maps_inside_any_are_sorted_too() {
+        let encode_any = || Any {
+            type_url: format!("type.googleapis.com/{}", Cluster::full_name()),
+            value: cluster().encode_to_vec(),
+        };
+        let outer = |any: Any| Metadata {
+            typed_filter_metadata: HashMap::from([("x".to_string(), any)]),
+            ..Default::default()
+        };
+        let first = canonicalize(&Metadata::full_name(), &outer(encode_any()).encode_to_vec())
+            .expect("canonical");
+        for _ in 0..10 {
+            let again = canonicalize(&Metadata::full_name(), &outer(encode_any()).encode_to_vec())
+                .expect("canonical");
+            assert_eq!(again, first);
+        }
+    }
+
+    #[test]
+    fn malformed_input_is_an_error_not_a_panic() {
+        let name = Cluster::full_name();
+        for bad in [
+            &[0x0a, 0x05, 0x61][..],
+            &[0x80][..],
+            &[0x0b][..],
+            &[
+                0x0a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+            ][..],
+        ] {
+            assert!(canonicalize(&name, bad).is_err(), "{bad:?}");
+        }
+        assert!(canonicalize("no.such.Type", &[]).is_err());
+        assert_eq!(canonicalize(&name, &[]), Ok(Vec::new()));
+    }
+
+    #[test]
+    fn versions_are_stable_hex() {
+        assert_eq!(version_of(b""), "cbf29ce484222325");
+        assert_eq!(version_of(b"a"), "af63dc4c8601ec8c");
+    }
+}
