@@ -11,18 +11,20 @@
 //! | [`LABELS`] | a JSON object of string labels | `{"app":"shop","version":"v1"}` |
 //! | [`INSTANCE_IPS`] | comma-separated IP addresses | `10.0.0.7,fd00::7` |
 //! | [`DNS_CAPTURE`] | `"true"` or `"false"` | `true` |
+//! | [`EXPLICIT_PROXY`] | `ip:port` of the explicit HTTP proxy listener; absent = none | `127.0.0.1:15080` |
 //!
 //! The names are Istio's (`pkg/model/proxy.go` `NodeMetadata`: `NAMESPACE`, `LABELS`,
 //! `INSTANCE_IPS`, `DNS_CAPTURE`). Istio's own agent sends `LABELS` as a Struct rather than a
 //! JSON string; a control plane that wants to accept Istio's agent too can convert that Struct
-//! to a map itself and skip [`parse_labels`].
+//! to a map itself and skip [`parse_labels`]. `EXPLICIT_PROXY` is Entryway's own (Istio has no
+//! explicit-proxy mode).
 //!
 //! The agent encodes with [`NodeMeta::to_metadata`]; the control plane decodes with
 //! [`NodeMeta::decode`], which keeps every well-formed field and reports the bad ones, so a
 //! proxy with one garbled key still gets a config (with that field at its default).
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// The proxy's namespace (Sidecar scoping, `exportTo`).
 pub const NAMESPACE: &str = "NAMESPACE";
@@ -32,9 +34,11 @@ pub const LABELS: &str = "LABELS";
 pub const INSTANCE_IPS: &str = "INSTANCE_IPS";
 /// Whether the agent captures DNS (`"true"` / `"false"`).
 pub const DNS_CAPTURE: &str = "DNS_CAPTURE";
+/// Address (`ip:port`) of the explicit HTTP proxy listener Envoy should open.
+pub const EXPLICIT_PROXY: &str = "EXPLICIT_PROXY";
 
 /// The keys above, in the order the agent writes them.
-pub const ALL_KEYS: [&str; 4] = [NAMESPACE, LABELS, INSTANCE_IPS, DNS_CAPTURE];
+pub const ALL_KEYS: [&str; 5] = [NAMESPACE, LABELS, INSTANCE_IPS, DNS_CAPTURE, EXPLICIT_PROXY];
 
 /// A metadata value that does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -69,6 +73,8 @@ pub struct NodeMeta {
     pub instance_ips: Vec<IpAddr>,
     /// [`DNS_CAPTURE`]; `false` when absent.
     pub dns_capture: bool,
+    /// [`EXPLICIT_PROXY`]; `None` when absent or empty.
+    pub explicit_proxy: Option<SocketAddr>,
 }
 
 impl NodeMeta {
@@ -82,6 +88,9 @@ impl NodeMeta {
         out.insert(LABELS.to_owned(), encode_labels(&self.labels));
         out.insert(INSTANCE_IPS.to_owned(), encode_ips(&self.instance_ips));
         out.insert(DNS_CAPTURE.to_owned(), self.dns_capture.to_string());
+        if let Some(addr) = self.explicit_proxy {
+            out.insert(EXPLICIT_PROXY.to_owned(), addr.to_string());
+        }
         out
     }
 
@@ -110,6 +119,12 @@ impl NodeMeta {
         if let Some(v) = get(DNS_CAPTURE) {
             match parse_bool(DNS_CAPTURE, v) {
                 Ok(b) => meta.dns_capture = b,
+                Err(e) => errors.push(e),
+            }
+        }
+        if let Some(v) = get(EXPLICIT_PROXY) {
+            match parse_socket_addr(EXPLICIT_PROXY, v) {
+                Ok(addr) => meta.explicit_proxy = addr,
                 Err(e) => errors.push(e),
             }
         }
@@ -173,6 +188,29 @@ pub fn parse_ips(value: &str) -> Result<Vec<IpAddr>, NodeMetaError> {
         .collect()
 }
 
+/// Parses an `ip:port` value (`[v6]:port` for IPv6); an empty value means none. Port 0 is
+/// refused: a proxy listener needs a known port.
+pub fn parse_socket_addr(
+    key: &'static str,
+    value: &str,
+) -> Result<Option<SocketAddr>, NodeMetaError> {
+    let v = value.trim();
+    if v.is_empty() {
+        return Ok(None);
+    }
+    let addr: SocketAddr = v.parse().map_err(|_| {
+        NodeMetaError::new(
+            key,
+            value,
+            "expected ip:port, e.g. 127.0.0.1:15080 or [::1]:15080",
+        )
+    })?;
+    if addr.port() == 0 {
+        return Err(NodeMetaError::new(key, value, "port 0 is not allowed"));
+    }
+    Ok(Some(addr))
+}
+
 /// Parses a boolean the way Go's `strconv.ParseBool` (and so Istio) does: `1 t T TRUE true
 /// True` and `0 f F FALSE false False`.
 pub fn parse_bool(key: &'static str, value: &str) -> Result<bool, NodeMetaError> {
@@ -202,8 +240,10 @@ mod tests {
             ]),
             instance_ips: vec!["10.0.0.7".parse().unwrap(), "fd00::7".parse().unwrap()],
             dns_capture: true,
+            explicit_proxy: Some("127.0.0.1:15080".parse().unwrap()),
         };
         let map = meta.to_metadata();
+        assert_eq!(map[EXPLICIT_PROXY], "127.0.0.1:15080");
         assert_eq!(map[LABELS], r#"{"app":"cart","version":"v\"2"}"#);
         assert_eq!(map[INSTANCE_IPS], "10.0.0.7,fd00::7");
         assert_eq!(map[DNS_CAPTURE], "true");
@@ -223,6 +263,7 @@ mod tests {
         assert_eq!(map[LABELS], "{}");
         assert_eq!(map[INSTANCE_IPS], "");
         assert_eq!(map[DNS_CAPTURE], "false");
+        assert!(!map.contains_key(EXPLICIT_PROXY));
     }
 
     #[test]
@@ -232,6 +273,7 @@ mod tests {
             (LABELS.to_owned(), r#"{"app": 3}"#.to_owned()),
             (INSTANCE_IPS.to_owned(), "10.0.0.1, nope".to_owned()),
             (DNS_CAPTURE.to_owned(), "yes".to_owned()),
+            (EXPLICIT_PROXY.to_owned(), "localhost:15080".to_owned()),
         ]);
         let (meta, errors) = NodeMeta::decode(lookup(&map));
         assert_eq!(meta.namespace.as_deref(), Some("prod"));
@@ -239,7 +281,11 @@ mod tests {
         assert!(meta.instance_ips.is_empty());
         assert!(!meta.dns_capture);
         let keys: Vec<_> = errors.iter().map(|e| e.key).collect();
-        assert_eq!(keys, vec![LABELS, INSTANCE_IPS, DNS_CAPTURE]);
+        assert!(meta.explicit_proxy.is_none());
+        assert_eq!(
+            keys,
+            vec![LABELS, INSTANCE_IPS, DNS_CAPTURE, EXPLICIT_PROXY]
+        );
         assert!(
             errors[0].to_string().contains("non-string value 3"),
             "{}",
@@ -269,5 +315,13 @@ mod tests {
         }
         assert!(parse_bool(DNS_CAPTURE, "tRuE").is_err());
         assert!(parse_bool(DNS_CAPTURE, "").is_err());
+        assert_eq!(
+            parse_socket_addr(EXPLICIT_PROXY, " [::1]:15080 ").unwrap(),
+            Some("[::1]:15080".parse().unwrap())
+        );
+        assert_eq!(parse_socket_addr(EXPLICIT_PROXY, "").unwrap(), None);
+        for bad in ["127.0.0.1", "127.0.0.1:0", "::1:15080", "127.0.0.1:99999"] {
+            assert!(parse_socket_addr(EXPLICIT_PROXY, bad).is_err(), "{bad}");
+        }
     }
 }

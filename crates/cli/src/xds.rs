@@ -34,6 +34,9 @@ pub struct DumpArgs {
     /// The proxy captures DNS (ISTIO_META_DNS_CAPTURE): auto-allocated addresses are used.
     #[arg(long)]
     pub dns_capture: bool,
+    /// Explicit-proxy mode: also generate an HTTP proxy listener on this `ip:port`.
+    #[arg(long, value_name = "ADDR")]
+    pub explicit_proxy: Option<std::net::SocketAddr>,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = DumpOutput::Json)]
     pub output: DumpOutput,
@@ -119,6 +122,7 @@ pub fn proxy_of(args: &DumpArgs) -> Result<Proxy, String> {
         );
     }
     p.dns_capture = args.dns_capture;
+    p.explicit_proxy = args.explicit_proxy;
     Ok(p)
 }
 

@@ -5,7 +5,7 @@
 //! A case file may start with comment lines that describe the proxy and the mesh:
 //!
 //! ```text
-//! # proxy: namespace=shop labels=app=web,version=v1 ip=10.0.0.9 dns-capture
+//! # proxy: namespace=shop labels=app=web,version=v1 ip=10.0.0.9 dns-capture explicit-proxy=127.0.0.1:15080
 //! # mesh: registry-only.yaml        (a file under testdata/mesh/)
 //! ```
 //!
@@ -48,6 +48,9 @@ fn parse_case(path: &Path) -> Case {
                         proxy.labels = entryway::xds::parse_labels(l).expect("labels");
                     }
                     Some(("ip", ip)) => proxy.ips = vec![ip.parse().expect("ip")],
+                    Some(("explicit-proxy", a)) => {
+                        proxy.explicit_proxy = Some(a.parse().expect("explicit-proxy ip:port"));
+                    }
                     None if word == "dns-capture" => proxy.dns_capture = true,
                     _ => panic!("{}: unknown proxy setting {word:?}", path.display()),
                 }

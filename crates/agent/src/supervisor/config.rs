@@ -12,6 +12,7 @@
 //! | `ISTIO_METAJSON_LABELS` | `labels` | JSON object (Istio's historical `ISTIO_METAJSON_*` form) |
 //! | `ISTIO_META_LABELS` | `labels` | the same JSON, used when the above is unset |
 //! | `ISTIO_META_DNS_CAPTURE` | `dns_capture` | `true`/`false` (Go `ParseBool` spellings) |
+//! | `ENTRYWAY_EXPLICIT_PROXY` | `explicit_proxy` | `ip:port` of the explicit HTTP proxy listener; unset or empty = none (the CLI defaults it to `127.0.0.1:15080`) |
 //! | `ISTIO_DELTA_XDS` | `ads_api_type` | `true` → `DELTA_GRPC`; unset or `false` → `GRPC` (Istio ≥ 1.22 defaults to delta; we default to state of the world) |
 //! | other `ISTIO_META_<KEY>` | `extra_metadata[<KEY>]` | copied into `node.metadata` as Istio does (e.g. `CLUSTER_ID`, `INTERCEPTION_MODE`) |
 //! | `ENVOY_BIN` | `envoy_binary` | through [`find_envoy`] (flag, `ENVOY_BIN`, `PATH`, `.venv`) |
@@ -21,7 +22,7 @@
 //! default), the Envoy log level (`warning`, Istio's default), the base id and the work dir.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -89,6 +90,8 @@ pub struct ProxyAgentConfig {
     pub instance_ips: Vec<IpAddr>,
     /// Whether DNS is captured ([`node_meta::DNS_CAPTURE`]).
     pub dns_capture: bool,
+    /// Explicit-proxy listener address ([`node_meta::EXPLICIT_PROXY`]); `None` = no listener.
+    pub explicit_proxy: Option<SocketAddr>,
     /// More `node.metadata` entries (the other `ISTIO_META_*` variables). The contract keys
     /// of [`node_meta`] are written from the typed fields and win over entries here.
     pub extra_metadata: BTreeMap<String, String>,
@@ -182,6 +185,12 @@ impl ProxyAgentConfig {
             None => false,
         };
 
+        let explicit_proxy = match get("ENTRYWAY_EXPLICIT_PROXY") {
+            Some(v) => node_meta::parse_socket_addr(node_meta::EXPLICIT_PROXY, v)
+                .map_err(|e| env_err("ENTRYWAY_EXPLICIT_PROXY", v, e.reason))?,
+            None => None,
+        };
+
         let ads_api_type = match get("ISTIO_DELTA_XDS") {
             Some(v) => match node_meta::parse_bool("ISTIO_DELTA_XDS", v) {
                 Ok(true) => AdsApiType::DeltaGrpc,
@@ -204,6 +213,7 @@ impl ProxyAgentConfig {
             labels,
             instance_ips,
             dns_capture,
+            explicit_proxy,
             extra_metadata,
             ads_api_type,
             ..Self::default()
@@ -241,6 +251,7 @@ impl ProxyAgentConfig {
             labels: self.labels.clone(),
             instance_ips: self.instance_ips.clone(),
             dns_capture: self.dns_capture,
+            explicit_proxy: self.explicit_proxy,
         }
     }
 
@@ -283,6 +294,7 @@ impl Default for ProxyAgentConfig {
             labels: BTreeMap::new(),
             instance_ips: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
             dns_capture: false,
+            explicit_proxy: None,
             extra_metadata: BTreeMap::new(),
             node_id: None,
             node_cluster: None,
@@ -398,12 +410,31 @@ mod tests {
             ("ISTIO_METAJSON_LABELS", "[]", "JSON object"),
             ("ISTIO_META_DNS_CAPTURE", "maybe", "true or false"),
             ("ISTIO_DELTA_XDS", "on", "true or false"),
+            ("ENTRYWAY_EXPLICIT_PROXY", "15080", "ip:port"),
         ] {
             let err = ProxyAgentConfig::from_vars([(var, value)]).unwrap_err();
             assert_eq!(err.var, var);
             assert!(err.to_string().contains(reason), "{err}");
             assert!(err.to_string().contains(value), "{err}");
         }
+    }
+
+    #[test]
+    fn explicit_proxy_goes_into_node_metadata() {
+        let c = ProxyAgentConfig::from_vars(Vec::<(String, String)>::new()).unwrap();
+        assert_eq!(c.explicit_proxy, None);
+        assert!(
+            !c.bootstrap()
+                .node_metadata
+                .contains_key(node_meta::EXPLICIT_PROXY)
+        );
+        let c =
+            ProxyAgentConfig::from_vars([("ENTRYWAY_EXPLICIT_PROXY", "127.0.0.1:15081")]).unwrap();
+        assert_eq!(c.explicit_proxy, Some("127.0.0.1:15081".parse().unwrap()));
+        assert_eq!(
+            c.bootstrap().node_metadata[node_meta::EXPLICIT_PROXY],
+            "127.0.0.1:15081"
+        );
     }
 
     #[test]

@@ -30,6 +30,9 @@ pub struct Proxy {
     pub dns_capture: bool,
     /// `ISTIO_META_DNS_AUTO_ALLOCATE` (kept for compatibility; Entryway always allocates).
     pub dns_auto_allocate: bool,
+    /// Explicit-proxy mode: the address of the HTTP proxy listener (`EXPLICIT_PROXY`), where
+    /// clients send absolute-URL requests and CONNECT tunnels; `None` = no such listener.
+    pub explicit_proxy: Option<std::net::SocketAddr>,
 }
 
 impl Proxy {

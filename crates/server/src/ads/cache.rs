@@ -34,6 +34,7 @@ pub struct ProxyKey {
     ips: Vec<IpAddr>,
     dns_capture: bool,
     dns_auto_allocate: bool,
+    explicit_proxy: Option<std::net::SocketAddr>,
 }
 
 impl ProxyKey {
@@ -46,6 +47,7 @@ impl ProxyKey {
             ips,
             dns_capture,
             dns_auto_allocate,
+            explicit_proxy,
         } = proxy;
         ProxyKey {
             namespace: namespace.clone(),
@@ -53,6 +55,7 @@ impl ProxyKey {
             ips: ips.clone(),
             dns_capture: *dns_capture,
             dns_auto_allocate: *dns_auto_allocate,
+            explicit_proxy: *explicit_proxy,
         }
     }
 }

@@ -10,6 +10,7 @@
 //! | `INSTANCE_IPS` | comma-separated IP literals |
 //! | `DNS_CAPTURE` | `"true"`/`"false"` (Go `ParseBool` spellings) or a bool |
 //! | `DNS_AUTO_ALLOCATE` | as `DNS_CAPTURE` |
+//! | `EXPLICIT_PROXY` | `ip:port` of the explicit HTTP proxy listener (absent or empty: none) |
 //!
 //! Without `NAMESPACE`, the namespace comes from an Istio-style node id
 //! `sidecar~IP~name.namespace~namespace.svc.cluster.local` (the 4th part's first label, else
@@ -106,6 +107,7 @@ pub fn proxy_from_node(node: Option<&Node>) -> (Proxy, Vec<String>) {
         ips,
         dns_capture,
         dns_auto_allocate,
+        explicit_proxy: meta.explicit_proxy,
     };
     (proxy, warnings)
 }
@@ -242,6 +244,24 @@ mod tests {
         assert!(p.dns_capture && p.dns_auto_allocate);
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(warnings[0].contains("LABELS.n"), "{warnings:?}");
+    }
+
+    #[test]
+    fn explicit_proxy_address() {
+        let n = node("id", vec![("EXPLICIT_PROXY", s("127.0.0.1:15080"))]);
+        let (p, warnings) = proxy_from_node(Some(&n));
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(
+            p.explicit_proxy,
+            Some("127.0.0.1:15080".parse().expect("addr"))
+        );
+        let (p, _) = proxy_from_node(Some(&node("id", vec![])));
+        assert_eq!(p.explicit_proxy, None);
+        let n = node("id", vec![("EXPLICIT_PROXY", s("proxy.local:15080"))]);
+        let (p, warnings) = proxy_from_node(Some(&n));
+        assert_eq!(p.explicit_proxy, None);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("EXPLICIT_PROXY"), "{warnings:?}");
     }
 
     #[test]

@@ -40,22 +40,22 @@ use super::super::rds::route::{CORS_FILTER, FAULT_FILTER};
 /// `envoy.filters.network.tcp_proxy`.
 pub(super) const TCP_PROXY: &str = "envoy.filters.network.tcp_proxy";
 /// `envoy.filters.network.http_connection_manager`.
-pub(super) const HTTP_CONNECTION_MANAGER: &str = "envoy.filters.network.http_connection_manager";
+pub(crate) const HTTP_CONNECTION_MANAGER: &str = "envoy.filters.network.http_connection_manager";
 const MONGO_PROXY: &str = "envoy.filters.network.mongo_proxy";
 const TLS_INSPECTOR: &str = "envoy.filters.listener.tls_inspector";
 const HTTP_INSPECTOR: &str = "envoy.filters.listener.http_inspector";
-const ROUTER: &str = "envoy.filters.http.router";
+pub(crate) const ROUTER: &str = "envoy.filters.http.router";
 const GRPC_STATS: &str = "envoy.filters.http.grpc_stats";
 const GRPC_WEB: &str = "envoy.filters.http.grpc_web";
 
-fn network_filter(name: &str, config: Any) -> Filter {
+pub(crate) fn network_filter(name: &str, config: Any) -> Filter {
     Filter {
         name: name.to_string(),
         config_type: Some(filter::ConfigType::TypedConfig(config)),
     }
 }
 
-fn http_filter(name: &str, config: Any) -> HttpFilter {
+pub(crate) fn http_filter(name: &str, config: Any) -> HttpFilter {
     HttpFilter {
         name: name.to_string(),
         config_type: Some(http_filter::ConfigType::TypedConfig(config)),
@@ -261,6 +261,19 @@ pub(super) fn http_connection_manager(
     rds: String,
     protocol: Protocol,
 ) -> Filter {
+    network_filter(
+        HTTP_CONNECTION_MANAGER,
+        pack(outbound_hcm(stat_prefix, rds, protocol)),
+    )
+}
+
+/// The [`HttpConnectionManager`] message of [`http_connection_manager`] (the explicit proxy
+/// adjusts it before packing).
+pub(crate) fn outbound_hcm(
+    stat_prefix: String,
+    rds: String,
+    protocol: Protocol,
+) -> HttpConnectionManager {
     let mut filters = Vec::with_capacity(5);
     if protocol == Protocol::GrpcWeb {
         filters.push(http_filter(GRPC_WEB, pack(GrpcWeb {})));
@@ -280,7 +293,7 @@ pub(super) fn http_connection_manager(
     filters.push(http_filter(FAULT_FILTER, pack(HttpFault::default())));
     filters.push(http_filter(CORS_FILTER, pack(Cors {})));
     filters.push(http_filter(ROUTER, pack(Router::default())));
-    let hcm = HttpConnectionManager {
+    HttpConnectionManager {
         codec_type: http_connection_manager::CodecType::Auto as i32,
         stat_prefix,
         path_with_escaped_slashes_action:
@@ -312,6 +325,5 @@ pub(super) fn http_connection_manager(
         }),
         proxy_100_continue: true,
         ..Default::default()
-    };
-    network_filter(HTTP_CONNECTION_MANAGER, pack(hcm))
+    }
 }

@@ -6,6 +6,7 @@
 
 pub mod cds;
 pub mod eds;
+pub mod explicit;
 pub mod lds;
 pub mod names;
 pub mod policy;
@@ -35,10 +36,12 @@ pub struct ProxyConfig {
 /// Generates the full configuration of the proxy whose scope is given.
 pub fn generate(scope: &ProxyScope<'_>) -> ProxyConfig {
     let mut listeners = lds::listeners(scope);
+    listeners.extend(explicit::listener(scope));
     listeners.sort_by(|a, b| a.name.cmp(&b.name));
     let mut routes = rds::route_configurations(scope, &lds::route_names(&listeners));
     routes.sort_by(|a, b| a.name.cmp(&b.name));
     let mut clusters = cds::clusters(scope);
+    clusters.extend(explicit::passthrough_cluster(scope));
     clusters.sort_by(|a, b| a.name.cmp(&b.name));
     let mut endpoints = eds::load_assignments(scope, &clusters);
     endpoints.sort_by(|a, b| a.cluster_name.cmp(&b.cluster_name));

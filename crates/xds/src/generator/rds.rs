@@ -8,6 +8,8 @@
 
 #[path = "rds_common.rs"]
 pub(crate) mod common;
+#[path = "rds_explicit.rs"]
+mod explicit;
 #[path = "rds_route.rs"]
 pub(crate) mod route;
 #[cfg(test)]
@@ -161,6 +163,9 @@ struct Wrapper {
 
 impl<'a, 's> RdsBuilder<'a, 's> {
     fn route_configuration(&mut self, name: &str) -> RouteConfiguration {
+        if name == super::explicit::EXPLICIT_PROXY_ROUTE {
+            return self.explicit_route_configuration(name);
+        }
         let (port, sniffing, parsed) = listener_port_of(name);
         if !parsed && !name.starts_with("unix://") {
             return RouteConfiguration {
