@@ -19,7 +19,8 @@ use envoy_types::pb::envoy::config::cluster::v3::cluster::{
     ClusterDiscoveryType, CustomClusterType, DnsLookupFamily, LbPolicy,
 };
 use envoy_types::pb::envoy::config::core::v3::{
-    Http1ProtocolOptions, Http2ProtocolOptions, TrafficDirection,
+    Address, Http1ProtocolOptions, Http2ProtocolOptions, SocketAddress, TrafficDirection, address,
+    socket_address,
 };
 use envoy_types::pb::envoy::config::listener::v3::{FilterChain, Listener};
 use envoy_types::pb::envoy::extensions::clusters::dynamic_forward_proxy::v3::{
@@ -32,7 +33,6 @@ use envoy_types::pb::envoy::extensions::filters::http::dynamic_forward_proxy::v3
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager;
 use envoy_types::pb::google::protobuf::BoolValue;
 
-use super::lds::build_address;
 use super::lds::filters::{
     HTTP_CONNECTION_MANAGER, ROUTER, http_filter, network_filter, outbound_hcm,
 };
@@ -100,10 +100,16 @@ pub fn listener(scope: &ProxyScope<'_>) -> Option<Listener> {
     hcm.http_filters.insert(at, dfp);
     Some(Listener {
         name: EXPLICIT_PROXY_LISTENER.to_string(),
-        address: Some(build_address(
-            &addr.ip().to_string(),
-            u32::from(addr.port()),
-        )),
+        // Always a socket address (port 0 = kernel-chosen, never a pipe as for unix binds).
+        address: Some(Address {
+            address: Some(address::Address::SocketAddress(SocketAddress {
+                address: addr.ip().to_string(),
+                port_specifier: Some(socket_address::PortSpecifier::PortValue(u32::from(
+                    addr.port(),
+                ))),
+                ..Default::default()
+            })),
+        }),
         filter_chains: vec![FilterChain {
             filters: vec![network_filter(HTTP_CONNECTION_MANAGER, pack(hcm))],
             ..Default::default()

@@ -167,7 +167,7 @@ fn first_address(scope: &ProxyScope<'_>, svc: &Service) -> String {
 }
 
 /// `socket_address` for a bind address, or a `pipe` for a unix socket (port 0).
-pub(crate) fn build_address(bind: &str, port: u32) -> Address {
+fn build_address(bind: &str, port: u32) -> Address {
     let a = if port == 0 {
         address::Address::Pipe(Pipe {
             path: bind.strip_prefix("unix://").unwrap_or(bind).to_string(),
