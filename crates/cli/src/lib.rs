@@ -1,6 +1,10 @@
 //! The `entryway` command: one binary, a subcommand per job. Every subcommand is a library
 //! function so tests can call it in process.
 
+pub mod defaults;
+pub mod proxy;
+pub mod serve;
+pub mod up;
 pub mod validate;
 pub mod xds;
 
@@ -26,6 +30,12 @@ pub enum Command {
     /// Inspect the Envoy configuration Entryway generates.
     #[command(subcommand)]
     Xds(XdsCommand),
+    /// Run the control plane: watch the config, serve ADS and admin HTTP.
+    Serve(serve::ServeArgs),
+    /// Run the sidecar agent: bootstrap, start and supervise Envoy.
+    Proxy(proxy::ProxyArgs),
+    /// Run the control plane and a sidecar Envoy on this machine (the main job).
+    Up(up::UpArgs),
 }
 
 /// `entryway xds ...`.
@@ -48,6 +58,41 @@ pub fn run() -> ExitCode {
             let mut out = std::io::stdout().lock();
             let mut err = std::io::stderr().lock();
             ExitCode::from(xds::run_dump(&args, &mut out, &mut err))
+        }
+        Command::Serve(args) => run_async(serve::run(args)),
+        Command::Proxy(args) => run_async(proxy::run(args)),
+        Command::Up(args) => run_async(up::run(args)),
+    }
+}
+
+/// Log lines on stderr, filtered by `RUST_LOG` (default `info`).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Runs a long-lived subcommand on a Tokio runtime; errors are printed, exit status 1.
+fn run_async(job: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(job) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
         }
     }
 }

@@ -1,0 +1,201 @@
+//! `entryway proxy`: the sidecar agent. Writes the Envoy bootstrap (node id and metadata from
+//! flags or the environment, the xDS address), starts Envoy, restarts it with back-off when it
+//! dies, drains it on SIGTERM/SIGINT, and logs Envoy's lines under its own.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use entryway_agent::{
+    AdsApiType, EnvoyPhase, EnvoyStatus, ProxyAgentConfig, Supervisor, SupervisorOptions,
+    XdsAddress,
+};
+use tokio::sync::watch;
+use tracing::info;
+
+/// Default explicit-proxy address.
+pub const DEFAULT_EXPLICIT_PROXY: &str = "127.0.0.1:15080";
+
+/// Flags of the sidecar agent (shared by `proxy` and `up`). Unset flags fall back to the
+/// environment as Istio's `pilot-agent` reads it (`POD_NAMESPACE`, `INSTANCE_IP`,
+/// `ISTIO_METAJSON_LABELS`, `ISTIO_META_*`, `ISTIO_DELTA_XDS`, `ENVOY_BIN`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ProxyArgs {
+    /// The control plane's xDS address (host:port).
+    #[arg(long = "xds", value_name = "HOST:PORT")]
+    pub xds: Option<String>,
+    /// Envoy admin port on 127.0.0.1 (0 lets the kernel choose).
+    #[arg(long, default_value_t = entryway_agent::supervisor::config::DEFAULT_ADMIN_PORT)]
+    pub envoy_admin_port: u16,
+    /// Explicit HTTP proxy listener (`curl -x http://ADDR ...`, `HTTPS_PROXY`); `off` disables it.
+    #[arg(long, default_value = DEFAULT_EXPLICIT_PROXY, value_name = "ADDR|off")]
+    pub explicit_proxy: String,
+    /// Use the Delta (incremental) ADS protocol instead of state of the world.
+    #[arg(long)]
+    pub delta: bool,
+    /// The proxy's namespace (node metadata NAMESPACE).
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// Workload labels, `k=v,k2=v2` (node metadata LABELS).
+    #[arg(long, value_name = "K=V,...")]
+    pub labels: Option<String>,
+    /// Workload IPs, comma-separated (node metadata INSTANCE_IPS).
+    #[arg(long, value_name = "IP,...", value_delimiter = ',')]
+    pub ip: Vec<IpAddr>,
+    /// The Envoy node id (default: Istio's `sidecar~IP~POD.NS~NS.svc.cluster.local`).
+    #[arg(long)]
+    pub node_id: Option<String>,
+    /// The Envoy binary (else `ENVOY_BIN`, `PATH`, the project's `.venv`).
+    #[arg(long, value_name = "PATH")]
+    pub envoy: Option<PathBuf>,
+    /// Envoy `--base-id` (default: hot restart disabled, no shared memory to clash on).
+    #[arg(long)]
+    pub base_id: Option<u32>,
+    /// Directory for the bootstrap and Envoy's admin address file.
+    #[arg(long, value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
+    /// Envoy log level (trace, debug, info, warning, error, critical, off).
+    #[arg(long)]
+    pub envoy_log_level: Option<String>,
+    /// Envoy worker threads.
+    #[arg(long)]
+    pub concurrency: Option<u32>,
+}
+
+/// The agent settings from the environment overridden by `args`; `xds_default` is used when
+/// neither names the control plane.
+pub fn agent_config(args: &ProxyArgs, xds_default: SocketAddr) -> anyhow::Result<ProxyAgentConfig> {
+    let mut c = ProxyAgentConfig::from_env()?;
+    c.xds_address = match &args.xds {
+        Some(a) => XdsAddress::parse(a)?,
+        None => XdsAddress::new(xds_default.ip().to_string(), xds_default.port()),
+    };
+    c.admin_port = args.envoy_admin_port;
+    if args.delta {
+        c.ads_api_type = AdsApiType::DeltaGrpc;
+    }
+    if let Some(ns) = &args.namespace {
+        c.namespace = ns.clone();
+    }
+    if let Some(l) = &args.labels {
+        c.labels = crate::xds::parse_labels(l).map_err(anyhow::Error::msg)?;
+    }
+    if !args.ip.is_empty() {
+        c.instance_ips = args.ip.clone();
+    }
+    if args.node_id.is_some() {
+        c.node_id = args.node_id.clone();
+    }
+    if args.envoy.is_some() {
+        c.envoy_binary = args.envoy.clone();
+    }
+    c.base_id = args.base_id;
+    if let Some(d) = &args.work_dir {
+        c.work_dir = d.clone();
+    }
+    if let Some(l) = &args.envoy_log_level {
+        c.log_level = l.clone();
+    }
+    if let Some(n) = args.concurrency {
+        c.concurrency = n;
+    }
+    c.explicit_proxy = parse_explicit_proxy(&args.explicit_proxy)?;
+    Ok(c)
+}
+
+/// `off` → `None`; else a socket address.
+pub fn parse_explicit_proxy(s: &str) -> anyhow::Result<Option<SocketAddr>> {
+    if s.eq_ignore_ascii_case("off") || s.is_empty() {
+        return Ok(None);
+    }
+    s.parse()
+        .map(Some)
+        .with_context(|| format!("--explicit-proxy {s:?}: expected IP:PORT or off"))
+}
+
+/// A started agent.
+pub struct Agent {
+    /// Settings in use.
+    pub config: ProxyAgentConfig,
+    /// Envoy's status.
+    pub status: watch::Receiver<EnvoyStatus>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Agent {
+    /// Writes the bootstrap and starts supervising Envoy until `stop` turns true.
+    pub fn start(
+        config: ProxyAgentConfig,
+        mut stop: watch::Receiver<bool>,
+    ) -> anyhow::Result<Agent> {
+        let launch = config.prepare()?;
+        let sup = Supervisor::new(launch, SupervisorOptions::default());
+        let status = sup.status();
+        let task = tokio::spawn(async move {
+            let exit = sup
+                .run(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await?;
+            info!(
+                restarts = exit.restarts,
+                killed = exit.killed,
+                "Envoy stopped"
+            );
+            Ok(())
+        });
+        Ok(Agent {
+            config,
+            status,
+            task,
+        })
+    }
+
+    /// Whether supervision ended (before shutdown: it gave up).
+    pub fn finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Waits for supervision to end.
+    pub async fn join(self) -> anyhow::Result<()> {
+        self.task.await.context("agent task")?
+    }
+}
+
+/// One line describing the agent's settings (printed at start).
+pub fn describe(c: &ProxyAgentConfig) -> String {
+    let mut s = format!(
+        "node {} (namespace {}), xDS {}:{} ({}), Envoy admin 127.0.0.1:{}",
+        c.node_id(),
+        c.namespace,
+        c.xds_address.host,
+        c.xds_address.port,
+        match c.ads_api_type {
+            AdsApiType::Grpc => "state of the world",
+            AdsApiType::DeltaGrpc => "delta",
+        },
+        c.admin_port
+    );
+    match c.explicit_proxy {
+        Some(a) => s.push_str(&format!(", explicit proxy http://{a}")),
+        None => s.push_str(", explicit proxy off"),
+    }
+    s
+}
+
+/// Runs `entryway proxy` until SIGINT/SIGTERM.
+pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
+    let signal = entryway_agent::shutdown_signal()?;
+    let default_xds: SocketAddr = ([127, 0, 0, 1], entryway_server::ads::DEFAULT_PORT).into();
+    let config = agent_config(&args, default_xds)?;
+    eprintln!("entryway proxy: {}", describe(&config));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let agent = Agent::start(config, stop_rx)?;
+    let mut status = agent.status.clone();
+    tokio::select! {
+        sig = signal => info!(signal = sig, "shutting down"),
+        _ = status.wait_for(|s| s.phase == EnvoyPhase::Failed) => {}
+    }
+    let _ = stop_tx.send(true);
+    agent.join().await
+}

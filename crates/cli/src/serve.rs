@@ -1,0 +1,193 @@
+//! `entryway serve`: the control plane alone (config store + watcher, ADS server, admin HTTP).
+//!
+//! ```text
+//! config dir ──watch──► Store (validate, last good per resource) ──snapshot──► ADS ──► Envoys
+//!                                   └──────────── Shared (status, metrics) ──► admin HTTP
+//! ```
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use entryway_server::admin::AdminServer;
+use entryway_server::shared::Shared;
+use entryway_server::store::{Store, StoreOptions};
+use entryway_server::watch::WatchOptions;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{error, info};
+
+use crate::defaults;
+
+/// Flags of the control plane (shared by `serve` and `up`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Config files or directories (read recursively, watched). Without it, the embedded
+    /// default config is written to `./entryway-config` (when that does not exist) and used.
+    #[arg(long = "config", short = 'c', value_name = "PATH")]
+    pub config: Vec<PathBuf>,
+    /// Mesh config file (outboundTrafficPolicy, ...); Istio's defaults when absent.
+    #[arg(long, value_name = "FILE")]
+    pub mesh: Option<PathBuf>,
+    /// Namespace of documents that name none.
+    #[arg(long, default_value = entryway_server::store::DEFAULT_NAMESPACE)]
+    pub default_namespace: String,
+    /// ADS gRPC listen address (Istio's plaintext xDS port). Loopback by default; use
+    /// `0.0.0.0:15010` to serve Envoys on other machines.
+    #[arg(long, default_value = "127.0.0.1:15010", value_name = "ADDR")]
+    pub xds_address: SocketAddr,
+    /// Admin HTTP listen address (/ready, /metrics, /debug/*), Istio's monitoring port.
+    #[arg(long, default_value = "127.0.0.1:15014", value_name = "ADDR")]
+    pub admin_address: SocketAddr,
+    /// Quiet time (ms) after a file change before the reload (bursts coalesce).
+    #[arg(long, default_value_t = 10, value_name = "MS")]
+    pub debounce_ms: u64,
+}
+
+/// A running control plane.
+pub struct ControlPlane {
+    /// Where ADS listens.
+    pub xds_addr: SocketAddr,
+    /// Where admin HTTP listens.
+    pub admin_addr: SocketAddr,
+    /// Status and metrics shared by every part.
+    pub shared: Arc<Shared>,
+    /// The config paths in use.
+    pub config: Vec<PathBuf>,
+    tasks: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
+}
+
+impl ControlPlane {
+    /// Loads the config, binds the ports and starts the watcher, ADS and admin tasks; they
+    /// stop when `stop` turns true.
+    pub async fn start(args: &ServeArgs, stop: watch::Receiver<bool>) -> anyhow::Result<Self> {
+        let config = if args.config.is_empty() {
+            vec![defaults::ensure_default_config(
+                &defaults::default_config_dir(),
+            )?]
+        } else {
+            args.config.clone()
+        };
+        let options = StoreOptions {
+            paths: config.clone(),
+            mesh_file: args.mesh.clone(),
+            default_namespace: args.default_namespace.clone(),
+        };
+        let (store, shared) = tokio::task::spawn_blocking(move || Store::open(options))
+            .await
+            .context("loading the config")??;
+
+        let ads_listener = entryway_server::ads::bind(args.xds_address).await?;
+        let xds_addr = ads_listener.local_addr()?;
+        let admin = AdminServer::bind(args.admin_address, Arc::clone(&shared))
+            .await
+            .with_context(|| format!("cannot listen on {} (admin)", args.admin_address))?;
+        let admin_addr = admin.local_addr()?;
+
+        let stopped = move |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let watch_options = WatchOptions {
+            quiet: std::time::Duration::from_millis(args.debounce_ms),
+            ..WatchOptions::default()
+        };
+        let mut tasks: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)> = Vec::new();
+        let s = stop.clone();
+        tasks.push((
+            "config watcher",
+            tokio::spawn(async move {
+                entryway_server::watch::run(store, watch_options, stopped(s)).await?;
+                Ok(())
+            }),
+        ));
+        let s = stop.clone();
+        let sh = Arc::clone(&shared);
+        tasks.push((
+            "ADS server",
+            tokio::spawn(async move {
+                entryway_server::ads::serve(ads_listener, sh, stopped(s)).await?;
+                Ok(())
+            }),
+        ));
+        let s = stop.clone();
+        tasks.push((
+            "admin server",
+            tokio::spawn(async move {
+                admin.serve(stopped(s)).await;
+                Ok(())
+            }),
+        ));
+        info!(
+            xds = %xds_addr,
+            admin = %admin_addr,
+            config = %config.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(","),
+            "control plane started"
+        );
+        Ok(ControlPlane {
+            xds_addr,
+            admin_addr,
+            shared,
+            config,
+            tasks,
+        })
+    }
+
+    /// Whether a task has ended (each runs until shutdown, so before it this is a failure).
+    pub fn any_finished(&self) -> bool {
+        self.tasks.iter().any(|(_, t)| t.is_finished())
+    }
+
+    /// Waits for every task; returns the first failure.
+    pub async fn join(self) -> anyhow::Result<()> {
+        let mut first = None;
+        for (name, task) in self.tasks {
+            let result = match task.await {
+                Ok(r) => r,
+                Err(e) => Err(anyhow::anyhow!("{e}")),
+            };
+            if let Err(e) = result {
+                error!(task = name, error = %format!("{e:#}"), "control plane task failed");
+                first.get_or_insert(e.context(name));
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+}
+
+/// Runs `entryway serve` until SIGINT/SIGTERM.
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let signal = entryway_agent::shutdown_signal()?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let cp = ControlPlane::start(&args, stop_rx).await?;
+    eprintln!(
+        "entryway serve: xDS on {}, admin on http://{}/ (config: {})",
+        cp.xds_addr,
+        cp.admin_addr,
+        cp.config
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let failed = tokio::select! {
+        sig = signal => { info!(signal = sig, "shutting down"); false }
+        _ = wait_any_finished(&cp) => true,
+    };
+    let _ = stop_tx.send(true);
+    let result = cp.join().await;
+    if failed && result.is_ok() {
+        anyhow::bail!("a control plane task stopped unexpectedly");
+    }
+    result
+}
+
+/// Resolves once any control-plane task has ended.
+pub async fn wait_any_finished(cp: &ControlPlane) {
+    loop {
+        if cp.any_finished() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
