@@ -9,12 +9,16 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
 /// Name of the static cluster that carries ADS.
 pub const XDS_CLUSTER_NAME: &str = "xds-grpc";
+/// Name of the static cluster that carries SDS to the agent's socket (what the generated
+/// clusters' `sds_config` points at, as in Istio).
+pub const SDS_CLUSTER_NAME: &str = "sds-grpc";
 
 /// Errors building bootstrap options from user input.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -138,8 +142,10 @@ pub struct BootstrapOptions {
     pub ads: Option<AdsOptions>,
     /// Extra `static_resources.listeners`, as Envoy JSON.
     pub static_listeners: Vec<Value>,
-    /// Extra `static_resources.clusters`, as Envoy JSON (after `xds-grpc` when ADS is on).
+    /// Extra `static_resources.clusters`, as Envoy JSON (after `xds-grpc` and `sds-grpc`).
     pub static_clusters: Vec<Value>,
+    /// The agent's SDS Unix socket; `Some` adds the static [`SDS_CLUSTER_NAME`] cluster to it.
+    pub sds_socket: Option<PathBuf>,
 }
 
 impl BootstrapOptions {
@@ -155,6 +161,7 @@ impl BootstrapOptions {
             ads: None,
             static_listeners: Vec::new(),
             static_clusters: Vec::new(),
+            sds_socket: None,
         }
     }
 
@@ -173,6 +180,12 @@ impl BootstrapOptions {
     /// Adds a `node.metadata` entry.
     pub fn with_metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.node_metadata.insert(key.into(), value.into());
+        self
+    }
+
+    /// Adds the `sds-grpc` cluster to the agent's SDS socket.
+    pub fn with_sds_socket(mut self, path: impl Into<PathBuf>) -> Self {
+        self.sds_socket = Some(path.into());
         self
     }
 
@@ -219,6 +232,9 @@ impl BootstrapOptions {
             });
             clusters.push(xds_cluster(ads));
         }
+        if let Some(path) = &self.sds_socket {
+            clusters.push(sds_cluster(path));
+        }
         clusters.extend(self.static_clusters.iter().cloned());
 
         let mut static_resources = serde_json::Map::new();
@@ -264,18 +280,40 @@ pub fn proto_duration(d: Duration) -> String {
     }
 }
 
+/// The typed options that make a cluster speak HTTP/2 (gRPC) upstream.
+fn http2_protocol_options() -> Value {
+    json!({
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "explicit_http_config": { "http2_protocol_options": {} },
+        }
+    })
+}
+
+/// `sds-grpc`: HTTP/2 to the agent's Unix socket (a `pipe` address). A non-UTF-8 path is
+/// written lossily; the agent's work dir is a UTF-8 temp path in practice.
+fn sds_cluster(path: &std::path::Path) -> Value {
+    json!({
+        "name": SDS_CLUSTER_NAME,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": http2_protocol_options(),
+        "load_assignment": {
+            "cluster_name": SDS_CLUSTER_NAME,
+            "endpoints": [ { "lb_endpoints": [ {
+                "endpoint": { "address": { "pipe": { "path": path.to_string_lossy() } } }
+            } ] } ],
+        },
+    })
+}
+
 fn xds_cluster(ads: &AdsOptions) -> Value {
     let server = &ads.server;
     let mut cluster = json!({
         "name": XDS_CLUSTER_NAME,
         "connect_timeout": proto_duration(ads.connect_timeout),
         // gRPC needs HTTP/2 to the xDS server.
-        "typed_extension_protocol_options": {
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                "explicit_http_config": { "http2_protocol_options": {} },
-            }
-        },
+        "typed_extension_protocol_options": http2_protocol_options(),
         "load_assignment": {
             "cluster_name": XDS_CLUSTER_NAME,
             "endpoints": [ { "lb_endpoints": [ {
@@ -403,6 +441,52 @@ mod tests {
         let cluster = &v["static_resources"]["clusters"][0];
         assert_eq!(cluster["type"], "STRICT_DNS");
         assert_eq!(v["dynamic_resources"]["ads_config"]["api_type"], "GRPC");
+    }
+
+    #[test]
+    fn sds_socket_adds_the_sds_grpc_pipe_cluster() {
+        let v = BootstrapOptions::new("n", "c").to_value();
+        assert!(v.get("static_resources").is_none());
+
+        let v = BootstrapOptions::new("n", "c")
+            .with_ads(AdsOptions::new(
+                AdsApiType::Grpc,
+                XdsAddress::new("127.0.0.1", 15010),
+            ))
+            .with_sds_socket("/run/entryway/sds.sock")
+            .with_static_cluster(json!({ "name": "extra" }))
+            .to_value();
+        let clusters = v["static_resources"]["clusters"].as_array().unwrap();
+        let names: Vec<&str> = clusters
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, [XDS_CLUSTER_NAME, SDS_CLUSTER_NAME, "extra"]);
+        let sds = &clusters[1];
+        assert_eq!(sds["type"], "STATIC");
+        assert_eq!(
+            sds["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"],
+            json!({ "pipe": { "path": "/run/entryway/sds.sock" } })
+        );
+        assert_eq!(
+            sds["typed_extension_protocol_options"],
+            clusters[0]["typed_extension_protocol_options"]
+        );
+        assert!(
+            sds["typed_extension_protocol_options"]
+                .to_string()
+                .contains("http2_protocol_options")
+        );
+
+        // Without ADS (static test bootstraps) it is the first cluster.
+        let v = BootstrapOptions::new("n", "c")
+            .with_sds_socket("/tmp/s.sock")
+            .to_value();
+        assert_eq!(
+            v["static_resources"]["clusters"][0]["name"],
+            SDS_CLUSTER_NAME
+        );
+        assert!(v.get("dynamic_resources").is_none());
     }
 
     #[test]

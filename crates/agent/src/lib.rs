@@ -3,19 +3,24 @@
 //! - [`envoy_bin`]: locate the Envoy binary (`--envoy`, `ENVOY_BIN`, `PATH`, the project venv).
 //! - [`bootstrap`]: the typed Envoy bootstrap that `entryway proxy` writes.
 //! - [`node_meta`]: the `node.metadata` keys shared with the control plane.
+//! - [`sds`]: the local SDS server Envoy gets its secrets from (mesh identity, CA bundles,
+//!   client certificates), on a Unix socket the bootstrap's `sds-grpc` cluster points at.
 //! - [`supervisor`]: the agent core: [`ProxyAgentConfig`] (flags and environment),
 //!   [`Supervisor`] (runs Envoy, restarts it with back-off, drains it on shutdown).
 
 pub mod bootstrap;
 pub mod envoy_bin;
 pub mod node_meta;
+pub mod sds;
 pub mod supervisor;
 
 pub use bootstrap::{
-    AdsApiType, AdsOptions, BootstrapOptions, XdsAddress, minimal_static_bootstrap,
+    AdsApiType, AdsOptions, BootstrapOptions, SDS_CLUSTER_NAME, XdsAddress,
+    minimal_static_bootstrap,
 };
 pub use envoy_bin::{EnvoyNotFound, find_envoy};
 pub use node_meta::NodeMeta;
+pub use sds::{MeshIdentity, SdsHandle, SdsOptions, SdsServer};
 pub use supervisor::{
     Backoff, EnvoyLaunch, EnvoyPhase, EnvoyStatus, ProxyAgentConfig, Supervisor, SupervisorError,
     SupervisorExit, SupervisorOptions, shutdown_signal,

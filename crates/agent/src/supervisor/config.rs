@@ -255,12 +255,20 @@ impl ProxyAgentConfig {
         }
     }
 
+    /// The agent's SDS socket, `<work_dir>/sds.sock` (serve it with
+    /// [`crate::sds::start_for_agent`]).
+    pub fn sds_socket_path(&self) -> PathBuf {
+        self.work_dir.join(crate::sds::SDS_SOCKET_FILE)
+    }
+
     /// The bootstrap: node identity and metadata, admin on 127.0.0.1:`admin_port`, ADS to
-    /// `xds_address`. Callers may add static resources before writing it.
+    /// `xds_address`, `sds-grpc` to [`Self::sds_socket_path`]. Callers may add static
+    /// resources before writing it.
     pub fn bootstrap(&self) -> BootstrapOptions {
         let mut opts = BootstrapOptions::new(self.node_id(), self.node_cluster())
             .with_admin_port(self.admin_port)
-            .with_ads(AdsOptions::new(self.ads_api_type, self.xds_address.clone()));
+            .with_ads(AdsOptions::new(self.ads_api_type, self.xds_address.clone()))
+            .with_sds_socket(self.sds_socket_path());
         opts.node_metadata = self.extra_metadata.clone();
         opts.node_metadata.extend(self.node_meta().to_metadata());
         opts
@@ -457,6 +465,12 @@ mod tests {
             v["static_resources"]["clusters"][0]["load_assignment"]["endpoints"][0]["lb_endpoints"]
                 [0]["endpoint"]["address"]["socket_address"]["address"],
             "10.9.9.9"
+        );
+        assert_eq!(v["static_resources"]["clusters"][1]["name"], "sds-grpc");
+        assert_eq!(
+            v["static_resources"]["clusters"][1]["load_assignment"]["endpoints"][0]["lb_endpoints"]
+                [0]["endpoint"]["address"]["pipe"]["path"],
+            c.work_dir.join("sds.sock").to_str().unwrap()
         );
     }
 }
