@@ -510,3 +510,58 @@ impl SotwStream {
         self.tx.send(Ok(message)).await.is_ok()
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn starting_outside_a_runtime_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let identity =
+            MeshIdentity::self_signed(DEFAULT_TRUST_DOMAIN, "default", "default").unwrap();
+        let err = SdsServer::start(dir.path().join("sds.sock"), identity).unwrap_err();
+        assert!(err.to_string().contains("tokio runtime"), "{err}");
+        assert!(!dir.path().join("sds.sock").exists());
+    }
+
+    #[test]
+    fn agent_socket_is_in_the_work_dir_and_in_the_bootstrap() {
+        let config = ProxyAgentConfig {
+            work_dir: PathBuf::from("/run/entryway-proxy-1"),
+            ..ProxyAgentConfig::default()
+        };
+        assert_eq!(
+            config.sds_socket_path(),
+            PathBuf::from("/run/entryway-proxy-1/sds.sock")
+        );
+        assert_eq!(
+            config.bootstrap().sds_socket,
+            Some(config.sds_socket_path())
+        );
+    }
+
+    #[test]
+    fn responses_carry_typed_secrets_with_version_and_nonce() {
+        let identity =
+            MeshIdentity::self_signed(DEFAULT_TRUST_DOMAIN, "default", "default").unwrap();
+        let provider = SecretProvider::new(identity);
+        let secrets: BTreeMap<String, Secret> = ["ROOTCA", "default"]
+            .into_iter()
+            .map(|n| (n.to_owned(), provider.secret(n).unwrap()))
+            .collect();
+        let r = response(&secrets, 7);
+        assert_eq!((r.version_info.as_str(), r.nonce.as_str()), ("7", "7"));
+        assert_eq!(r.type_url, SECRET_TYPE_URL);
+        let names: Vec<String> = r
+            .resources
+            .iter()
+            .map(|a| {
+                assert_eq!(a.type_url, SECRET_TYPE_URL);
+                Secret::decode(a.value.as_slice()).unwrap().name
+            })
+            .collect();
+        assert_eq!(names, ["ROOTCA", "default"]);
+    }
+}
