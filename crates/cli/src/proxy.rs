@@ -123,12 +123,15 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Writes the bootstrap and starts supervising Envoy until `stop` turns true.
+    /// Starts the local SDS server (secrets for Envoy, as Istio's agent serves them), writes
+    /// the bootstrap and supervises Envoy until `stop` turns true.
     pub fn start(
         config: ProxyAgentConfig,
         mut stop: watch::Receiver<bool>,
     ) -> anyhow::Result<Agent> {
         let launch = config.prepare()?;
+        let sds =
+            entryway_agent::sds::start_for_agent(&config).context("starting the SDS server")?;
         let sup = Supervisor::new(launch, SupervisorOptions::default());
         let status = sup.status();
         let task = tokio::spawn(async move {
@@ -136,7 +139,12 @@ impl Agent {
                 .run(async move {
                     let _ = stop.wait_for(|s| *s).await;
                 })
-                .await?;
+                .await;
+            // Envoy is gone (or never ran): stop serving its secrets.
+            if let Err(e) = sds.shutdown().await {
+                tracing::warn!(error = %e, "SDS server stopped with an error");
+            }
+            let exit = exit?;
             info!(
                 restarts = exit.restarts,
                 killed = exit.killed,
