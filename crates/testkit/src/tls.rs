@@ -55,6 +55,18 @@ impl TlsUpstream {
     /// Starts a server named `name` on 127.0.0.1 (a free port) with a certificate for
     /// `sni_host` issued by a fresh CA.
     pub fn start(name: &str, sni_host: &str) -> io::Result<Self> {
+        Self::start_with(name, sni_host, false)
+    }
+
+    /// Like [`start`](Self::start), but the server requires a client certificate issued by
+    /// its CA (`openssl s_server -Verify 1 -CAfile ca.pem`): a client without one, or with
+    /// one from another CA, fails the handshake. [`client_cert_path`](Self::client_cert_path)
+    /// and [`client_key_path`](Self::client_key_path) are a certificate it accepts.
+    pub fn start_mutual(name: &str, sni_host: &str) -> io::Result<Self> {
+        Self::start_with(name, sni_host, true)
+    }
+
+    fn start_with(name: &str, sni_host: &str, require_client_cert: bool) -> io::Result<Self> {
         let dir = tempfile::tempdir()?;
         let d = dir.path();
         let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
@@ -96,16 +108,42 @@ impl TlsUpstream {
             "extendedKeyUsage=serverAuth",
         ]);
         openssl(d, &leaf)?;
+        // A client certificate from the same CA (for mutual TLS).
+        let mut client = vec!["req", "-x509", "-nodes", "-days", "1"];
+        client.extend(ec);
+        client.extend([
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-keyout",
+            "client.key",
+            "-out",
+            "client.pem",
+            "-subj",
+            "/CN=entryway test client",
+            "-addext",
+            "subjectAltName=URI:spiffe://cluster.local/ns/default/sa/client",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+            "-addext",
+            "extendedKeyUsage=clientAuth",
+        ]);
+        openssl(d, &client)?;
         std::fs::write(d.join(TLS_UPSTREAM_PATH.trim_start_matches('/')), name)?;
 
         let port = free_port()?;
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         let accept = addr.to_string();
+        let mut args = vec![
+            "s_server", "-accept", &accept, "-cert", "leaf.pem", "-key", "leaf.key", "-WWW",
+            "-quiet",
+        ];
+        if require_client_cert {
+            args.extend(["-Verify", "1", "-verify_return_error", "-CAfile", "ca.pem"]);
+        }
         let child = Command::new("openssl")
-            .args([
-                "s_server", "-accept", &accept, "-cert", "leaf.pem", "-key", "leaf.key", "-WWW",
-                "-quiet",
-            ])
+            .args(&args)
             .current_dir(d)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -157,6 +195,16 @@ impl TlsUpstream {
     /// The CA certificate (PEM) that issued the server's certificate.
     pub fn ca_path(&self) -> PathBuf {
         self.dir.path().join("ca.pem")
+    }
+
+    /// A client certificate (PEM) issued by the server's CA, for mutual TLS.
+    pub fn client_cert_path(&self) -> PathBuf {
+        self.dir.path().join("client.pem")
+    }
+
+    /// The private key (PEM) of [`client_cert_path`](Self::client_cert_path).
+    pub fn client_key_path(&self) -> PathBuf {
+        self.dir.path().join("client.key")
     }
 }
 

@@ -42,6 +42,11 @@ impl RecordedRequest {
 struct Reply {
     status: u16,
     body: String,
+    /// Requests still to answer with `fail_status` (see [`HttpUpstream::fail_next`]).
+    fail_remaining: usize,
+    fail_status: u16,
+    /// Time to wait before answering each request (see [`HttpUpstream::set_delay`]).
+    delay: Duration,
 }
 
 #[derive(Debug)]
@@ -97,6 +102,9 @@ impl HttpUpstream {
             reply: Mutex::new(Reply {
                 status,
                 body: body.into(),
+                fail_remaining: 0,
+                fail_status: 503,
+                delay: Duration::ZERO,
             }),
             requests: Mutex::new(Vec::new()),
             count: AtomicUsize::new(0),
@@ -131,10 +139,31 @@ impl HttpUpstream {
 
     /// Changes the reply for subsequent requests.
     pub fn set_response(&self, status: u16, body: impl Into<String>) {
-        *lock(&self.state.reply) = Reply {
-            status,
-            body: body.into(),
-        };
+        let mut reply = lock(&self.state.reply);
+        reply.status = status;
+        reply.body = body.into();
+    }
+
+    /// Answers the next `n` requests with `status` (body `failure <i> of <n>`), then the
+    /// normal reply again: an upstream that fails the first attempts of a retried request.
+    pub fn fail_next(&self, n: usize, status: u16) {
+        let mut reply = lock(&self.state.reply);
+        reply.fail_remaining = n;
+        reply.fail_status = status;
+    }
+
+    /// Waits `delay` before answering each subsequent request (the request is recorded and
+    /// counted on arrival, before the wait). `Duration::ZERO` turns it off.
+    pub fn set_delay(&self, delay: Duration) {
+        lock(&self.state.reply).delay = delay;
+    }
+
+    /// Forgets the requests recorded so far and resets the request count (connections stay
+    /// counted), so a test can count one phase at a time.
+    pub fn clear_requests(&self) {
+        let mut requests = lock(&self.state.requests);
+        requests.clear();
+        self.state.count.store(0, Ordering::SeqCst);
     }
 
     /// Requests served so far.
@@ -229,10 +258,18 @@ fn serve_connection(stream: TcpStream, state: &State) -> io::Result<()> {
         });
         state.count.fetch_add(1, Ordering::SeqCst);
 
-        let (status, body) = {
-            let reply = lock(&state.reply);
-            (reply.status, reply.body.clone())
+        let (status, body, delay) = {
+            let mut reply = lock(&state.reply);
+            if reply.fail_remaining > 0 {
+                reply.fail_remaining -= 1;
+                (reply.fail_status, "failure".to_owned(), reply.delay)
+            } else {
+                (reply.status, reply.body.clone(), reply.delay)
+            }
         };
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
         let body = if method == "HEAD" { "" } else { body.as_str() };
         let response = format!(
             "HTTP/1.1 {status} {}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\
@@ -320,5 +357,26 @@ mod tests {
         }
         assert_eq!(up.request_count(), 3);
         assert_eq!(up.connection_count(), 1);
+    }
+
+    #[test]
+    fn fails_the_next_requests_then_recovers_and_delays() {
+        let up = HttpUpstream::start("flaky").unwrap();
+        up.fail_next(2, 503);
+        let statuses: Vec<u16> = (0..3)
+            .map(|_| http_get(up.addr(), "h", "/").unwrap().status)
+            .collect();
+        assert_eq!(statuses, [503, 503, 200]);
+        assert_eq!(up.request_count(), 3);
+        up.clear_requests();
+        assert_eq!(up.request_count(), 0);
+        assert!(up.paths().is_empty());
+
+        up.set_delay(Duration::from_millis(200));
+        let start = std::time::Instant::now();
+        let resp = http_get(up.addr(), "h", "/slow").unwrap();
+        assert_eq!(resp.status, 200);
+        assert!(start.elapsed() >= Duration::from_millis(200));
+        assert_eq!(up.paths(), ["/slow"]);
     }
 }
