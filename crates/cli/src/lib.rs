@@ -2,6 +2,7 @@
 //! function so tests can call it in process.
 
 pub mod defaults;
+pub mod demo;
 pub mod proxy;
 pub mod serve;
 pub mod up;
@@ -36,6 +37,9 @@ pub enum Command {
     Proxy(proxy::ProxyArgs),
     /// Run the control plane and a sidecar Envoy on this machine (the main job).
     Up(up::UpArgs),
+    /// Show governance on local stand-ins: retries, timeout, fault, circuit breaker, TLS
+    /// origination, TCP, REGISTRY_ONLY.
+    Demo(demo::DemoArgs),
 }
 
 /// `entryway xds ...`.
@@ -62,6 +66,7 @@ pub fn run() -> ExitCode {
         Command::Serve(args) => run_async(serve::run(args)),
         Command::Proxy(args) => run_async(proxy::run(args)),
         Command::Up(args) => run_async(up::run(args)),
+        Command::Demo(args) => run_async(demo::run(args)),
     }
 }
 
