@@ -53,39 +53,77 @@ pub fn clusters(scope: &ProxyScope<'_>) -> Vec<Cluster> {
     out.push(blackhole_cluster(scope));
     out.push(passthrough_cluster(scope));
     out.push(inbound_passthrough_cluster(scope));
-    let family = dns_lookup_family(scope.proxy);
-    let dns_resolver = dns_resolver_config();
+    let env = ClusterEnv::new(scope);
     for svc in &scope.services {
-        if svc.resolution == Resolution::DynamicDns {
-            // Dynamic forward proxy clusters are not generated.
-            continue;
-        }
-        let rule = scope.destination_rule(svc);
-        let endpoints = service_endpoints(scope, svc);
-        let accounts = if svc.mesh_external && rule.is_none() {
-            Vec::new()
-        } else {
-            accounts_of(svc, endpoints)
-        };
-        let sb = ServiceBuilder {
-            scope,
-            svc,
-            rule: rule.as_ref(),
-            config_path: rule.as_ref().map(config_path),
-            dr_with_selector: rule.as_ref().is_some_and(|r| dr_with_selector(scope, r)),
-            endpoints,
-            accounts: &accounts,
-            family,
-            dns_resolver: &dns_resolver,
-        };
-        if let Some(r) = &rule {
-            out.reserve(svc.ports.len() * r.subsets.len());
-        }
-        for port in svc.ports.iter().filter(|p| !p.protocol.is_udp()) {
-            sb.port_clusters(port, &mut out);
-        }
+        service_clusters(scope, &env, svc, &mut |c, _| out.push(c));
     }
     out
+}
+
+/// What every outbound cluster of one generation shares: computed once per proxy.
+pub(crate) struct ClusterEnv {
+    family: DnsLookupFamily,
+    dns_resolver: core::TypedExtensionConfig,
+}
+
+impl ClusterEnv {
+    /// The shared pieces for `scope`'s proxy.
+    pub(crate) fn new(scope: &ProxyScope<'_>) -> ClusterEnv {
+        ClusterEnv {
+            family: dns_lookup_family(scope.proxy),
+            dns_resolver: dns_resolver_config(),
+        }
+    }
+}
+
+/// What a cluster of one service was built from: the DestinationRule that applies and every
+/// endpoint of the service (all ports), for building its load assignment without a second
+/// lookup.
+pub(crate) struct ServiceInputs<'s> {
+    /// The applying rule.
+    pub(crate) rule: Option<&'s EffectiveRule>,
+    /// Every endpoint of the service.
+    pub(crate) endpoints: &'s [Arc<Endpoint>],
+}
+
+/// The outbound clusters of one service, in [`clusters`] order, handed to `emit` one at a
+/// time (so a caller may encode and drop each before the next is built).
+pub(crate) fn service_clusters(
+    scope: &ProxyScope<'_>,
+    env: &ClusterEnv,
+    svc: &Service,
+    emit: &mut dyn FnMut(Cluster, &ServiceInputs<'_>),
+) {
+    if svc.resolution == Resolution::DynamicDns {
+        // Dynamic forward proxy clusters are not generated.
+        return;
+    }
+    let rule = scope.destination_rule(svc);
+    let endpoints = service_endpoints(scope, svc);
+    let accounts = if svc.mesh_external && rule.is_none() {
+        Vec::new()
+    } else {
+        accounts_of(svc, endpoints)
+    };
+    let sb = ServiceBuilder {
+        scope,
+        svc,
+        rule: rule.as_ref(),
+        config_path: rule.as_ref().map(config_path),
+        dr_with_selector: rule.as_ref().is_some_and(|r| dr_with_selector(scope, r)),
+        endpoints,
+        accounts: &accounts,
+        family: env.family,
+        dns_resolver: &env.dns_resolver,
+    };
+    let inputs = ServiceInputs {
+        rule: rule.as_ref(),
+        endpoints,
+    };
+    let mut out = |c: Cluster| emit(c, &inputs);
+    for port in svc.ports.iter().filter(|p| !p.protocol.is_udp()) {
+        sb.port_clusters(port, &mut out);
+    }
 }
 
 /// Every endpoint of a service (all ports), one registry lookup.
@@ -409,7 +447,7 @@ impl ServiceBuilder<'_, '_> {
     }
 
     /// The default cluster of `port` and its subset clusters.
-    fn port_clusters(&self, port: &ServicePort, out: &mut Vec<Cluster>) {
+    fn port_clusters(&self, port: &ServicePort, out: &mut dyn FnMut(Cluster)) {
         let host = &self.svc.hostname;
         let dtype = discovery_type_of(self.svc);
         let lb_endpoints = if self.is_dns() {
@@ -439,7 +477,7 @@ impl ServiceBuilder<'_, '_> {
         } else {
             dtype
         };
-        out.push(cb.build());
+        out(cb.build());
 
         let Some(rule) = self.rule else {
             return;
@@ -481,7 +519,7 @@ impl ServiceBuilder<'_, '_> {
                 self.config_path.as_deref(),
                 Some(&subset.name),
             ));
-            out.push(scb.build());
+            out(scb.build());
         }
     }
 }

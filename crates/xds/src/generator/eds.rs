@@ -37,12 +37,7 @@ pub fn load_assignments(
     let mut hosts: HashMap<&str, HostInfo<'_>> = HashMap::new();
     let mut out = Vec::with_capacity(clusters.len());
     for c in clusters.iter().filter(|c| policy::is_eds(c)) {
-        let name = c
-            .eds_cluster_config
-            .as_ref()
-            .map(|e| e.service_name.as_str())
-            .filter(|n| !n.is_empty())
-            .unwrap_or(c.name.as_str());
+        let name = eds_name(c);
         let found = names::parse_outbound_cluster(name).and_then(|(port, subset, host)| {
             let (host_key, svc) = by_host.get_key_value(host)?;
             let sp = svc.port(port)?;
@@ -72,6 +67,40 @@ pub fn load_assignments(
         ));
     }
     out
+}
+
+/// The EDS resource name of a cluster: `eds_cluster_config.service_name`, else its name.
+fn eds_name(c: &Cluster) -> &str {
+    c.eds_cluster_config
+        .as_ref()
+        .map(|e| e.service_name.as_str())
+        .filter(|n| !n.is_empty())
+        .unwrap_or(c.name.as_str())
+}
+
+/// The assignment [`load_assignments`] builds for `cluster` (an EDS cluster) when `svc` is
+/// the proxy's service of that host, given the rule and endpoints the cluster was built
+/// from (no lookups).
+pub(crate) fn assignment_for(
+    scope: &ProxyScope<'_>,
+    svc: &Service,
+    rule: Option<&EffectiveRule>,
+    endpoints: &[Arc<Endpoint>],
+    cluster: &Cluster,
+) -> ClusterLoadAssignment {
+    let name = eds_name(cluster);
+    let found = names::parse_outbound_cluster(name)
+        .filter(|(_, _, host)| *host == svc.hostname)
+        .and_then(|(port, subset, _)| Some((port, subset, svc.port(port)?)));
+    match found {
+        Some((port, subset, sp)) => {
+            assignment(scope, name, endpoints, &sp.name, port, subset, rule)
+        }
+        None => ClusterLoadAssignment {
+            cluster_name: name.to_string(),
+            ..Default::default()
+        },
+    }
 }
 
 fn assignment(

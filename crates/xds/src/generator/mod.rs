@@ -6,6 +6,7 @@
 
 pub mod cds;
 pub mod eds;
+pub mod encoded;
 pub mod explicit;
 pub mod lds;
 pub mod names;
@@ -14,6 +15,7 @@ pub mod rds;
 #[cfg(test)]
 pub(crate) mod testutil;
 
+pub use encoded::{EncodedConfig, EncodedResource, generate_encoded, generate_encoded_with};
 use entryway_model::registry::ProxyScope;
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;

@@ -1,0 +1,277 @@
+//! [`generate_encoded`]: the same configuration as [`generate`](super::generate), produced
+//! straight as protobuf bytes per resource.
+//!
+//! A proxy of a large mesh has tens of thousands of clusters and load assignments. Building
+//! all of them as prost structs, then encoding, then dropping them costs far more than the
+//! bytes themselves: every struct is several kilobytes of mostly-empty fields and its strings
+//! and maps are separate allocations, all alive at once. Here each outbound cluster (and the
+//! load assignment of an EDS cluster) is encoded as soon as it is built and dropped before the
+//! next one, so the working set stays in cache; services are split into blocks that worker
+//! threads take in turn, and the blocks are put back in service order, so the result does not
+//! depend on the number of threads or on scheduling.
+//!
+//! Decoding any resource gives exactly the message [`generate`](super::generate) returns for
+//! it, in the same order (by name). Only the byte order of map entries (metadata `Struct`s,
+//! `typed_extension_protocol_options`) may differ between runs, as with any prost encoding.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use entryway_model::registry::{ProxyScope, Service};
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::cluster::v3::cluster::{ClusterDiscoveryType, DiscoveryType};
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use prost::Message;
+
+use super::{cds, eds, explicit, lds, rds};
+
+/// One resource, encoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedResource {
+    /// Resource name (the cluster name for a ClusterLoadAssignment).
+    pub name: String,
+    /// Protobuf encoding of the resource.
+    pub bytes: Vec<u8>,
+    /// A cluster of type EDS (its endpoints are a separate resource).
+    pub eds: bool,
+}
+
+/// Everything one proxy receives, encoded; each list sorted by name as in
+/// [`ProxyConfig`](super::ProxyConfig).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EncodedConfig {
+    /// Listeners.
+    pub listeners: Vec<EncodedResource>,
+    /// Route configurations.
+    pub routes: Vec<EncodedResource>,
+    /// Clusters.
+    pub clusters: Vec<EncodedResource>,
+    /// Cluster load assignments.
+    pub endpoints: Vec<EncodedResource>,
+}
+
+impl EncodedConfig {
+    /// Total encoded bytes over every resource.
+    pub fn encoded_len(&self) -> usize {
+        [
+            &self.listeners,
+            &self.routes,
+            &self.clusters,
+            &self.endpoints,
+        ]
+        .into_iter()
+        .flat_map(|v| v.iter())
+        .map(|r| r.bytes.len())
+        .sum()
+    }
+}
+
+/// Services per block handed to a worker.
+const BLOCK: usize = 128;
+/// Below this many services everything runs on the calling thread.
+const PARALLEL_MIN_SERVICES: usize = 2 * BLOCK;
+
+fn is_eds(c: &Cluster) -> bool {
+    matches!(
+        c.cluster_discovery_type,
+        Some(ClusterDiscoveryType::Type(t)) if t == DiscoveryType::Eds as i32
+    )
+}
+
+fn encoded_cluster(c: &Cluster) -> EncodedResource {
+    EncodedResource {
+        name: c.name.clone(),
+        bytes: c.encode_to_vec(),
+        eds: is_eds(c),
+    }
+}
+
+/// The outbound clusters and load assignments of one block of services.
+#[derive(Default)]
+struct BlockOut {
+    clusters: Vec<EncodedResource>,
+    endpoints: Vec<EncodedResource>,
+}
+
+fn build_block(
+    scope: &ProxyScope<'_>,
+    env: &cds::ClusterEnv,
+    services: &[Arc<Service>],
+) -> BlockOut {
+    let ports: usize = services.iter().map(|s| s.ports.len()).sum();
+    let mut out = BlockOut {
+        clusters: Vec::with_capacity(ports),
+        endpoints: Vec::with_capacity(ports),
+    };
+    for svc in services {
+        cds::service_clusters(scope, env, svc, &mut |c, inputs| {
+            let enc = encoded_cluster(&c);
+            if enc.eds {
+                let cla = eds::assignment_for(scope, svc, inputs.rule, inputs.endpoints, &c);
+                drop(c);
+                out.endpoints.push(encoded_cla(cla));
+            }
+            out.clusters.push(enc);
+        });
+    }
+    out
+}
+
+/// Blocks of services that worker threads take in turn; results kept by block index.
+struct Blocks<'s, 'a> {
+    scope: &'s ProxyScope<'a>,
+    env: cds::ClusterEnv,
+    blocks: Vec<&'s [Arc<Service>]>,
+    next: AtomicUsize,
+    results: Vec<Mutex<Option<BlockOut>>>,
+}
+
+impl<'s, 'a> Blocks<'s, 'a> {
+    fn new(scope: &'s ProxyScope<'a>) -> Blocks<'s, 'a> {
+        let blocks: Vec<&[Arc<Service>]> = scope.services.chunks(BLOCK).collect();
+        Blocks {
+            scope,
+            env: cds::ClusterEnv::new(scope),
+            results: blocks.iter().map(|_| Mutex::new(None)).collect(),
+            blocks,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// Takes blocks until none is left.
+    fn work(&self) {
+        loop {
+            let i = self.next.fetch_add(1, Ordering::Relaxed);
+            let Some(b) = self.blocks.get(i) else { break };
+            let built = build_block(self.scope, &self.env, b);
+            if let Some(slot) = self.results.get(i)
+                && let Ok(mut g) = slot.lock()
+            {
+                *g = Some(built);
+            }
+        }
+    }
+
+    /// The results in service order (a block whose worker died is built here).
+    fn into_results(self) -> Vec<BlockOut> {
+        let Blocks {
+            scope,
+            env,
+            blocks,
+            results,
+            ..
+        } = self;
+        results
+            .into_iter()
+            .zip(blocks)
+            .map(|(m, b)| {
+                m.into_inner()
+                    .ok()
+                    .flatten()
+                    .unwrap_or_else(|| build_block(scope, &env, b))
+            })
+            .collect()
+    }
+}
+
+fn sort_by_name(v: &mut [EncodedResource]) {
+    v.sort_by(|a, b| a.name.cmp(&b.name));
+}
+
+fn encoded_cla(e: ClusterLoadAssignment) -> EncodedResource {
+    EncodedResource {
+        bytes: e.encode_to_vec(),
+        name: e.cluster_name,
+        eds: false,
+    }
+}
+
+/// The configuration [`generate`](super::generate) returns, encoded per resource, using every
+/// available core for the outbound clusters.
+pub fn generate_encoded(scope: &ProxyScope<'_>) -> EncodedConfig {
+    let workers = std::thread::available_parallelism().map_or(1, usize::from);
+    generate_encoded_with(scope, workers)
+}
+
+/// [`generate_encoded`] with at most `workers` threads (1: the calling thread only).
+pub fn generate_encoded_with(scope: &ProxyScope<'_>, workers: usize) -> EncodedConfig {
+    let blocks = Blocks::new(scope);
+    let parallel = workers > 1 && scope.services.len() >= PARALLEL_MIN_SERVICES;
+    let (mut listeners, mut routes) = if parallel {
+        std::thread::scope(|s| {
+            // One worker builds listeners and routes first, then joins the others.
+            let lr = s.spawn(|| {
+                let lr = listeners_and_routes(scope);
+                blocks.work();
+                lr
+            });
+            for _ in 2..workers {
+                s.spawn(|| blocks.work());
+            }
+            blocks.work();
+            lr.join().unwrap_or_else(|_| listeners_and_routes(scope))
+        })
+    } else {
+        blocks.work();
+        listeners_and_routes(scope)
+    };
+    let blocks = blocks.into_results();
+    let fixed = fixed_clusters(scope);
+    let fixed_cla = eds::load_assignments(scope, &fixed);
+    let total_c: usize = blocks.iter().map(|b| b.clusters.len()).sum();
+    let total_e: usize = blocks.iter().map(|b| b.endpoints.len()).sum();
+    let mut clusters = Vec::with_capacity(total_c + fixed.len());
+    let mut endpoints = Vec::with_capacity(total_e + fixed_cla.len());
+    clusters.extend(fixed.iter().map(encoded_cluster));
+    endpoints.extend(fixed_cla.into_iter().map(encoded_cla));
+    for b in blocks {
+        clusters.extend(b.clusters);
+        endpoints.extend(b.endpoints);
+    }
+    sort_by_name(&mut listeners);
+    sort_by_name(&mut routes);
+    sort_by_name(&mut clusters);
+    sort_by_name(&mut endpoints);
+    EncodedConfig {
+        listeners,
+        routes,
+        clusters,
+        endpoints,
+    }
+}
+
+/// The clusters that are not per service: BlackHole, Passthrough, InboundPassthrough and the
+/// explicit-proxy passthrough.
+fn fixed_clusters(scope: &ProxyScope<'_>) -> Vec<Cluster> {
+    let mut v = vec![
+        cds::blackhole_cluster(scope),
+        cds::passthrough_cluster(scope),
+        cds::inbound_passthrough_cluster(scope),
+    ];
+    v.extend(explicit::passthrough_cluster(scope));
+    v
+}
+
+fn listeners_and_routes(scope: &ProxyScope<'_>) -> (Vec<EncodedResource>, Vec<EncodedResource>) {
+    let mut listeners = lds::listeners(scope);
+    listeners.extend(explicit::listener(scope));
+    listeners.sort_by(|a, b| a.name.cmp(&b.name));
+    let routes = rds::route_configurations(scope, &lds::route_names(&listeners));
+    let listeners = listeners
+        .into_iter()
+        .map(|l| EncodedResource {
+            bytes: l.encode_to_vec(),
+            name: l.name,
+            eds: false,
+        })
+        .collect();
+    let routes = routes
+        .into_iter()
+        .map(|r| EncodedResource {
+            bytes: r.encode_to_vec(),
+            name: r.name,
+            eds: false,
+        })
+        .collect();
+    (listeners, routes)
+}
