@@ -8,6 +8,7 @@
 pub mod alloc;
 pub mod build;
 pub mod host;
+pub mod nametable;
 pub mod scope;
 pub mod types;
 
