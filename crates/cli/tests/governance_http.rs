@@ -369,3 +369,161 @@ fn weights_subsets_matches_and_mirror() {
     );
     let _ = px.envoy.shutdown();
 }
+
+#[test]
+fn port_query_case_and_negated_matches_with_rewrites_and_headers() {
+    let v1 = HttpUpstream::start("v1").expect("upstream");
+    let v2 = HttpUpstream::start("v2").expect("upstream");
+    let eps = format!(
+        "[{{address: 127.0.0.1, ports: {{http: {p1}, http-alt: {p1}}}, labels: {{version: v1}}}}, {{address: 127.0.0.1, ports: {{http: {p2}, http-alt: {p2}}}, labels: {{version: v2}}}}]",
+        p1 = v1.port(),
+        p2 = v2.port()
+    );
+    let yaml = [
+        service_entry(
+            "multi",
+            &format!(
+                "  hosts: [multi.example.com]\n  ports: [{{number: 80, name: http, protocol: HTTP}}, {{number: 8080, name: http-alt, protocol: HTTP}}]\n  resolution: STATIC\n  endpoints: {eps}\n"
+            ),
+        ),
+        destination_rule(
+            "multi",
+            "  host: multi.example.com\n  subsets:\n  - {name: v1, labels: {version: v1}}\n  - {name: v2, labels: {version: v2}}\n",
+        ),
+        virtual_service(
+            "multi",
+            "  hosts: [multi.example.com]\n  http:\n  \
+             - match: [{port: 8080}]\n    route: [{destination: {host: multi.example.com, subset: v2}}]\n  \
+             - match: [{queryParams: {debug: {exact: \"1\"}}}]\n    route: [{destination: {host: multi.example.com, subset: v2}}]\n  \
+             - match: [{uri: {prefix: /Old}, ignoreUriCase: true}]\n    rewrite: {uri: /new, authority: rewritten.example.com}\n    route: [{destination: {host: multi.example.com, subset: v2}}]\n  \
+             - match: [{uri: {prefix: /guarded}, withoutHeaders: {x-user: {}}}]\n    route: [{destination: {host: multi.example.com, subset: v2}}]\n  \
+             - route: [{destination: {host: multi.example.com, subset: v1}}]\n    headers:\n      request:\n        set: {x-set: one}\n        add: {x-added: two}\n        remove: [x-drop]\n      response:\n        set: {x-resp: three}\n",
+        ),
+    ]
+    .concat();
+    let px = Explicit::start(&yaml);
+    px.first("multi.example.com", "/ready", 200);
+    v1.clear_requests();
+
+    let cases: &[(&str, &str, &[(&str, &str)], &str)] = &[
+        // Port match: only the 8080 listener port's routes carry it.
+        ("multi.example.com:8080", "/x", &[], "v2"),
+        ("multi.example.com", "/x", &[], "v1"),
+        // Query parameter.
+        ("multi.example.com", "/q?debug=1", &[], "v2"),
+        ("multi.example.com", "/q?debug=2", &[], "v1"),
+        // ignoreUriCase prefix.
+        ("multi.example.com", "/oLD/thing", &[], "v2"),
+        // withoutHeaders: only when x-user is absent.
+        ("multi.example.com", "/guarded", &[], "v2"),
+        (
+            "multi.example.com",
+            "/guarded",
+            &[("x-user", "alice")],
+            "v1",
+        ),
+    ];
+    for &(authority, path, headers, want) in cases {
+        let r = px.get(authority, path, headers).expect("get");
+        assert_eq!(
+            (r.status, r.header(UPSTREAM_NAME_HEADER)),
+            (200, Some(want)),
+            "{authority}{path} {headers:?}"
+        );
+    }
+
+    // The rewrite reached the upstream: prefix /Old (any case) → /new, authority replaced.
+    let rewritten = v2
+        .requests()
+        .into_iter()
+        .find(|r| r.path.starts_with("/new"))
+        .expect("rewritten request at v2");
+    assert_eq!(rewritten.path, "/new/thing");
+    assert_eq!(rewritten.host.as_deref(), Some("rewritten.example.com"));
+
+    // Request headers set/added/removed on the default route, response header set.
+    v1.clear_requests();
+    let r = px
+        .get(
+            "multi.example.com",
+            "/h",
+            &[
+                ("x-set", "client"),
+                ("x-added", "client"),
+                ("x-drop", "gone"),
+            ],
+        )
+        .expect("get");
+    assert_eq!(r.header("x-resp"), Some("three"));
+    let seen = v1.requests();
+    assert_eq!(seen.len(), 1);
+    let req = &seen[0];
+    assert_eq!(req.header("x-set"), Some("one"), "set overwrites");
+    let added: Vec<&str> = req
+        .headers
+        .iter()
+        .filter(|(n, _)| n == "x-added")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(added, ["client", "two"], "add appends");
+    assert_eq!(req.header("x-drop"), None, "remove drops");
+    let _ = px.envoy.shutdown();
+}
+
+#[test]
+fn consistent_hash_redirect_and_direct_response() {
+    let ups: Vec<HttpUpstream> = (0..3)
+        .map(|i| HttpUpstream::start(&format!("h{i}")).expect("upstream"))
+        .collect();
+    let eps: Vec<(&HttpUpstream, &str)> = ups.iter().map(|u| (u, "v1")).collect();
+    let yaml = [
+        static_se("sticky", "sticky.example.com", &eps),
+        destination_rule(
+            "sticky",
+            "  host: sticky.example.com\n  trafficPolicy:\n    loadBalancer: {consistentHash: {httpHeaderName: x-user}}\n",
+        ),
+        virtual_service(
+            "sticky",
+            "  hosts: [sticky.example.com]\n  http:\n  \
+             - match: [{uri: {prefix: /moved}}]\n    redirect: {uri: /elsewhere, authority: other.example.com, redirectCode: 308}\n  \
+             - match: [{uri: {exact: /static}}]\n    directResponse: {status: 418, body: {string: teapot}}\n  \
+             - route: [{destination: {host: sticky.example.com}}]\n",
+        ),
+    ]
+    .concat();
+    let px = Explicit::start(&yaml);
+    px.first("sticky.example.com", "/ready", 200);
+
+    // Consistent hash on x-user: every user sticks to one endpoint (10 requests each);
+    // 16 users spread over more than one of the 3 endpoints (all on one: p = 3^-15 < 1e-7).
+    let mut chosen = std::collections::BTreeSet::new();
+    for u in 0..16 {
+        let user = format!("user-{u}");
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..10 {
+            let r = px
+                .get("sticky.example.com", "/s", &[("x-user", &user)])
+                .expect("get");
+            assert_eq!(r.status, 200);
+            seen.insert(r.header(UPSTREAM_NAME_HEADER).unwrap_or("").to_owned());
+        }
+        assert_eq!(seen.len(), 1, "{user} went to {seen:?}");
+        chosen.extend(seen);
+    }
+    assert!(chosen.len() > 1, "16 users all hashed to {chosen:?}");
+
+    // Redirect: 308 with the new authority and path; nothing reaches an upstream.
+    let before: usize = ups.iter().map(HttpUpstream::request_count).sum();
+    let r = px.get("sticky.example.com", "/moved/x", &[]).expect("get");
+    assert_eq!(r.status, 308);
+    assert_eq!(
+        r.header("location"),
+        Some("http://other.example.com/elsewhere")
+    );
+    // Direct response.
+    let r = px.get("sticky.example.com", "/static", &[]).expect("get");
+    assert_eq!((r.status, r.text().as_str()), (418, "teapot"));
+    let after: usize = ups.iter().map(HttpUpstream::request_count).sum();
+    assert_eq!(before, after);
+    let _ = px.envoy.shutdown();
+}
