@@ -12,6 +12,12 @@
 //! the machine's cores with it), and a baseline measured in the same run — generating and encoding one
 //! proxy's configuration once — so results can be quoted as ratios.
 //!
+//! Reading the RSS figure: each stream keeps about its largest response in memory after
+//! sending it (tonic 0.14's per-stream encode buffer is split with `BytesMut::split_to`, so
+//! the buffer's allocation stays with the stream and is reused), so the per-stream figure
+//! follows the size of a full CDS response, not the stream state. `MALLOC_ARENA_MAX=1` does
+//! not change it (measured), so it is not allocator-arena fragmentation.
+//!
 //! Environment: `ENTRYWAY_FANOUT_STREAMS` (default 1000), `ENTRYWAY_FANOUT_SERVICES`
 //! (default 1000), `ENTRYWAY_FANOUT_MODE` = `mixed` (default) | `sotw` | `delta`.
 //!
