@@ -3,13 +3,17 @@
 //! - [`envoy_bin`]: locate the Envoy binary (`--envoy`, `ENVOY_BIN`, `PATH`, the project venv).
 //! - [`bootstrap`]: the typed Envoy bootstrap that `entryway proxy` writes.
 //! - [`node_meta`]: the `node.metadata` keys shared with the control plane.
+//! - [`nds`]: the DNS name table from the control plane (NDS client).
+//! - [`dns`]: the DNS proxy answering from that table (spec §8).
 //! - [`sds`]: the local SDS server Envoy gets its secrets from (mesh identity, CA bundles,
 //!   client certificates), on a Unix socket the bootstrap's `sds-grpc` cluster points at.
 //! - [`supervisor`]: the agent core: [`ProxyAgentConfig`] (flags and environment),
 //!   [`Supervisor`] (runs Envoy, restarts it with back-off, drains it on shutdown).
 
 pub mod bootstrap;
+pub mod dns;
 pub mod envoy_bin;
+pub mod nds;
 pub mod node_meta;
 pub mod sds;
 pub mod supervisor;
