@@ -1,5 +1,7 @@
 //! entryway-agent: the sidecar side of Entryway.
 //!
+//! - [`capture`]: Istio's sidecar outbound capture (iptables rules to Envoy's 15001, DNS
+//!   to the DNS proxy), built from a config, applied and removed in the current namespace.
 //! - [`envoy_bin`]: locate the Envoy binary (`--envoy`, `ENVOY_BIN`, `PATH`, the project venv).
 //! - [`bootstrap`]: the typed Envoy bootstrap that `entryway proxy` writes.
 //! - [`node_meta`]: the `node.metadata` keys shared with the control plane.
@@ -11,6 +13,7 @@
 //!   [`Supervisor`] (runs Envoy, restarts it with back-off, drains it on shutdown).
 
 pub mod bootstrap;
+pub mod capture;
 pub mod dns;
 pub mod envoy_bin;
 pub mod nds;
@@ -22,6 +25,7 @@ pub use bootstrap::{
     AdsApiType, AdsOptions, BootstrapOptions, SDS_CLUSTER_NAME, XdsAddress,
     minimal_static_bootstrap,
 };
+pub use capture::{Capture, CaptureConfig, CaptureError};
 pub use envoy_bin::{EnvoyNotFound, find_envoy};
 pub use node_meta::NodeMeta;
 pub use sds::{MeshIdentity, SdsHandle, SdsOptions, SdsServer};

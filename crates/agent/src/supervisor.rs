@@ -71,6 +71,11 @@ pub struct EnvoyLaunch {
     pub drain_time: Duration,
     /// Appended to the command line.
     pub extra_args: Vec<OsString>,
+    /// Run Envoy as this user id (`None`: the agent's). With traffic capture, Envoy's own
+    /// connections are told apart by uid or gid (Istio's 1337).
+    pub uid: Option<u32>,
+    /// Run Envoy with this group id (`None`: the agent's).
+    pub gid: Option<u32>,
 }
 
 impl EnvoyLaunch {
@@ -95,6 +100,8 @@ impl EnvoyLaunch {
             log_level: config::DEFAULT_LOG_LEVEL.into(),
             drain_time: config::DEFAULT_DRAIN_TIME,
             extra_args: Vec::new(),
+            uid: None,
+            gid: None,
         }
     }
 
@@ -478,7 +485,15 @@ impl Supervisor {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        let mut child = Command::new(&self.launch.binary)
+        let mut command = Command::new(&self.launch.binary);
+        // The child sets its group, then its user, before exec.
+        if let Some(gid) = self.launch.gid {
+            command.gid(gid);
+        }
+        if let Some(uid) = self.launch.uid {
+            command.uid(uid);
+        }
+        let mut child = command
             .args(self.launch.args())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

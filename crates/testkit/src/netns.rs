@@ -2,10 +2,16 @@
 //! a test thread can enter (its sockets and child processes then live there), with
 //! iptables rules that exist only inside it. Removed on drop.
 //!
+//! [`VethPair`] joins two of them (an application namespace and an "outside" one) with a
+//! veth link on 198.51.100.0/24; the application namespace routes the documentation ranges
+//! 192.0.2.0/24 and 203.0.113.0/24 to the outside one and has no default route, so nothing
+//! leaves the machine.
+//!
 //! Needs root (or CAP_NET_ADMIN + CAP_SYS_ADMIN), `ip` (iproute2) and `iptables`; when they
 //! are missing the error says how to install them.
 
 use std::io;
+use std::net::Ipv4Addr;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -133,6 +139,91 @@ impl Netns {
     /// Removes every capture rule (before stopping servers whose wake-up would be captured).
     pub fn clear_capture(&self) -> io::Result<()> {
         self.iptables(&["-t", "nat", "-F", "OUTPUT"]).map(|_| ())
+    }
+}
+
+impl Netns {
+    /// Adds `cidr` to the interface `dev`.
+    pub fn add_address(&self, dev: &str, cidr: &str) -> io::Result<()> {
+        self.ip(&["addr", "add", cidr, "dev", dev]).map(|_| ())
+    }
+
+    /// Adds a route to `destination` (a CIDR) via the gateway `via`.
+    pub fn add_route(&self, destination: &str, via: &str) -> io::Result<()> {
+        self.ip(&["route", "add", destination, "via", via])
+            .map(|_| ())
+    }
+
+    /// The namespace's IPv4 routes (`ip route show`).
+    pub fn routes(&self) -> io::Result<String> {
+        self.ip(&["route", "show"])
+    }
+
+    /// The namespace's IPv4 and IPv6 rules (`iptables-save` then `ip6tables-save`), with
+    /// the generated-on comments dropped so two dumps compare equal when the rules are.
+    /// Counters are not printed (no `-c`).
+    pub fn rules_dump(&self) -> io::Result<String> {
+        let mut out = String::new();
+        for save in ["iptables-save", "ip6tables-save"] {
+            out.push_str(&format!("## {save}\n"));
+            for line in self.exec(save, &[])?.lines() {
+                if !line.starts_with('#') {
+                    out.push_str(line);
+                    out.push('\n');
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Two network namespaces joined by a veth pair: `app` (198.51.100.1/24 on `eth0`) and
+/// `outside` (198.51.100.2/24 on `eth0`). `app` routes 192.0.2.0/24 and 203.0.113.0/24 via
+/// `outside`, which answers on addresses a test adds (e.g. `203.0.113.20/32` on its
+/// loopback with [`Netns::add_loopback_address`]). Neither has a default route.
+#[derive(Debug)]
+pub struct VethPair {
+    /// Where the application (and its sidecar) runs.
+    pub app: Netns,
+    /// Where stand-ins for outside servers run.
+    pub outside: Netns,
+}
+
+impl VethPair {
+    /// The application namespace's address.
+    pub const APP_ADDR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+    /// The outside namespace's address on the link.
+    pub const OUTSIDE_ADDR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
+    /// Networks `app` reaches through `outside`.
+    pub const ROUTED: [&'static str; 2] = ["192.0.2.0/24", "203.0.113.0/24"];
+    /// The interface name in both namespaces.
+    pub const DEV: &'static str = "eth0";
+
+    /// Creates both namespaces and the link.
+    pub fn create() -> io::Result<VethPair> {
+        let app = Netns::create()?;
+        let outside = Netns::create()?;
+        app.ip(&[
+            "link",
+            "add",
+            Self::DEV,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            Self::DEV,
+            "netns",
+            outside.name(),
+        ])?;
+        let gateway = Self::OUTSIDE_ADDR.to_string();
+        for (ns, addr) in [(&app, Self::APP_ADDR), (&outside, Self::OUTSIDE_ADDR)] {
+            ns.add_address(Self::DEV, &format!("{addr}/24"))?;
+            ns.ip(&["link", "set", Self::DEV, "up"])?;
+        }
+        for net in Self::ROUTED {
+            app.add_route(net, &gateway)?;
+        }
+        Ok(VethPair { app, outside })
     }
 }
 
