@@ -14,6 +14,8 @@
 //! - [`resources`]: encoded resources, views, SotW bodies, Delta diffs.
 //! - [`cache`]: generation shared by identical proxies; memoised bodies and diffs.
 //! - [`sotw`], [`delta`]: the protocol state machines.
+//! - [`nds`]: the DNS name table (`istio.networking.nds.v1.NameTable`), SotW only, sent
+//!   only to streams that ask for it (the agent's DNS proxy), after the Envoy types.
 //! - [`stream`]: the per-stream task (I/O, `/debug/syncz` status, metrics).
 //!
 //! Start it with [`serve`] (or [`AdsServer::into_service`] to mount it on another tonic
@@ -24,6 +26,7 @@ pub mod ack;
 pub mod cache;
 pub mod canonical;
 pub mod delta;
+pub mod nds;
 pub mod node;
 pub mod resources;
 pub mod sotw;

@@ -184,11 +184,10 @@ impl Cache {
                     if let Some(hook) = hook {
                         hook(&proxy, &snapshot, &mut cfg);
                     }
-                    Arc::new(Generated::build(
-                        snapshot.version,
-                        &cfg,
-                        previous.as_deref(),
-                    ))
+                    let mut g = Generated::build(snapshot.version, &cfg, previous.as_deref());
+                    g.name_table =
+                        super::nds::build(&scope, previous.as_deref().map(|p| &p.name_table));
+                    Arc::new(g)
                 })
                 .await
                 .map_err(|e| GenerateError {

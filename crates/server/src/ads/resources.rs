@@ -184,6 +184,8 @@ pub struct Generated {
     pub snapshot_version: u64,
     /// Per kind, in [`Kind::PUSH_ORDER`].
     pub sets: [Arc<ResourceSet>; 4],
+    /// The DNS name table (NDS), empty until [`super::cache::Cache::get`] sets it.
+    pub name_table: Arc<super::nds::NdsBody>,
 }
 
 impl Generated {
@@ -225,6 +227,7 @@ impl Generated {
                 set_of(Kind::Listener, listeners, prev(Kind::Listener)),
                 set_of(Kind::Route, routes, prev(Kind::Route)),
             ],
+            name_table: previous.map_or_else(super::nds::NdsBody::empty, |p| Arc::clone(&p.name_table)),
         }
     }
 

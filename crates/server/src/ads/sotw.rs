@@ -42,6 +42,8 @@ struct TypeState {
 pub struct Sotw {
     types: [TypeState; 4],
     nonce: u64,
+    /// NDS (only streams that ask for it).
+    nds: super::nds::SotwState,
 }
 
 impl Protocol for Sotw {
@@ -54,6 +56,10 @@ impl Protocol for Sotw {
     }
 
     fn on_request(&mut self, req: DiscoveryRequest, cache: &Cache, events: &mut Vec<Event>) {
+        if req.type_url == super::nds::NDS_TYPE_URL {
+            self.nds.on_request(&req);
+            return;
+        }
         let Some(kind) = Kind::from_type_url(&req.type_url) else {
             events.push(Event::UnknownType(req.type_url));
             return;
@@ -165,6 +171,10 @@ impl Protocol for Sotw {
             if kind == Kind::Cluster {
                 clusters_sent = true;
             }
+        }
+        // NDS after Envoy's types.
+        if let Some(r) = self.nds.flush(&generated.name_table, &mut self.nonce) {
+            out.push(r);
         }
         out
     }
