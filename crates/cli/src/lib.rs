@@ -1,6 +1,7 @@
 //! The `entryway` command: one binary, a subcommand per job. Every subcommand is a library
 //! function so tests can call it in process.
 
+pub mod capture;
 pub mod defaults;
 pub mod demo;
 pub mod proxy;
@@ -34,9 +35,12 @@ pub enum Command {
     /// Run the control plane: watch the config, serve ADS and admin HTTP.
     Serve(serve::ServeArgs),
     /// Run the sidecar agent: bootstrap, start and supervise Envoy.
-    Proxy(proxy::ProxyArgs),
+    Proxy(proxy::ProxyCommandArgs),
     /// Run the control plane and a sidecar Envoy on this machine (the main job).
     Up(up::UpArgs),
+    /// Print the iptables rules that capture outbound traffic to the sidecar (as Istio's
+    /// sidecar sets them), without applying them.
+    CaptureRules(capture::CaptureRulesArgs),
     /// Show governance on local stand-ins: retries, timeout, fault, circuit breaker, TLS
     /// origination, TCP, REGISTRY_ONLY.
     Demo(demo::DemoArgs),
@@ -64,7 +68,12 @@ pub fn run() -> ExitCode {
             ExitCode::from(xds::run_dump(&args, &mut out, &mut err))
         }
         Command::Serve(args) => run_async(serve::run(args)),
-        Command::Proxy(args) => run_async(proxy::run(args)),
+        Command::Proxy(args) => run_async(proxy::run_command(args)),
+        Command::CaptureRules(args) => {
+            let mut out = std::io::stdout().lock();
+            let mut err = std::io::stderr().lock();
+            ExitCode::from(capture::run_rules(&args, &mut out, &mut err))
+        }
         Command::Up(args) => run_async(up::run(args)),
         Command::Demo(args) => run_async(demo::run(args)),
     }

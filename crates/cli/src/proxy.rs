@@ -125,11 +125,21 @@ pub struct Agent {
 impl Agent {
     /// Starts the local SDS server (secrets for Envoy, as Istio's agent serves them), writes
     /// the bootstrap and supervises Envoy until `stop` turns true.
-    pub fn start(
+    pub fn start(config: ProxyAgentConfig, stop: watch::Receiver<bool>) -> anyhow::Result<Agent> {
+        Self::start_as(config, stop, None, None)
+    }
+
+    /// Like [`Agent::start`], running Envoy as `uid` / `gid` when given (traffic capture
+    /// tells Envoy's own connections apart by them).
+    pub fn start_as(
         config: ProxyAgentConfig,
         mut stop: watch::Receiver<bool>,
+        uid: Option<u32>,
+        gid: Option<u32>,
     ) -> anyhow::Result<Agent> {
-        let launch = config.prepare()?;
+        let mut launch = config.prepare()?;
+        launch.uid = uid;
+        launch.gid = gid;
         let sds =
             entryway_agent::sds::start_for_agent(&config).context("starting the SDS server")?;
         let sup = Supervisor::new(launch, SupervisorOptions::default());
@@ -191,14 +201,72 @@ pub fn describe(c: &ProxyAgentConfig) -> String {
     s
 }
 
+/// `entryway proxy` flags: the agent's, plus traffic capture (not shared with `up`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ProxyCommandArgs {
+    /// The agent.
+    #[command(flatten)]
+    pub agent: ProxyArgs,
+    /// Traffic capture (`--capture`, see `entryway capture-rules`).
+    #[command(flatten)]
+    pub capture: crate::capture::ProxyCaptureArgs,
+}
+
+/// Runs `entryway proxy` until SIGINT/SIGTERM; with `--capture`, the namespace's outbound
+/// traffic goes to Envoy meanwhile.
+pub async fn run_command(args: ProxyCommandArgs) -> anyhow::Result<()> {
+    let plan = args.capture.plan()?;
+    run_with_capture(args.agent, plan).await
+}
+
 /// Runs `entryway proxy` until SIGINT/SIGTERM.
 pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
+    run_with_capture(args, None).await
+}
+
+/// Runs `entryway proxy`; `capture` rules are applied before Envoy starts and removed when
+/// this returns, on success and on error alike (the guard removes them when dropped).
+pub async fn run_with_capture(
+    args: ProxyArgs,
+    capture: Option<crate::capture::CapturePlan>,
+) -> anyhow::Result<()> {
     let signal = entryway_agent::shutdown_signal()?;
     let default_xds: SocketAddr = ([127, 0, 0, 1], entryway_server::ads::DEFAULT_PORT).into();
     let config = agent_config(&args, default_xds)?;
     eprintln!("entryway proxy: {}", describe(&config));
+    // --- traffic capture (issue 6): apply now, remove on every way out ---
+    let (guard, envoy_uid, envoy_gid) = match &capture {
+        None => (None, None, None),
+        Some(plan) => {
+            let guard = entryway_agent::Capture::apply(&plan.config)
+                .context("applying the traffic capture rules")?;
+            eprintln!(
+                "entryway proxy: capturing outbound TCP to port {} (Envoy runs as uid {}, gid {})",
+                plan.config.outbound_port,
+                plan.envoy_uid.map_or("unchanged".into(), |u| u.to_string()),
+                plan.envoy_gid.map_or("unchanged".into(), |g| g.to_string()),
+            );
+            (Some(guard), plan.envoy_uid, plan.envoy_gid)
+        }
+    };
+    let result = run_agent(config, signal, envoy_uid, envoy_gid).await;
+    if let Some(guard) = guard {
+        guard
+            .remove()
+            .context("removing the traffic capture rules")?;
+        eprintln!("entryway proxy: capture rules removed");
+    }
+    result
+}
+
+async fn run_agent(
+    config: ProxyAgentConfig,
+    signal: impl std::future::Future<Output = &'static str>,
+    uid: Option<u32>,
+    gid: Option<u32>,
+) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
-    let agent = Agent::start(config, stop_rx)?;
+    let agent = Agent::start_as(config, stop_rx, uid, gid)?;
     let mut status = agent.status.clone();
     tokio::select! {
         sig = signal => info!(signal = sig, "shutting down"),
