@@ -120,6 +120,7 @@ fn timeout_and_per_try_timeout_fire_on_time() {
     let (resp, took) = px.timed_get("slow.example.com", "/timeout", &[]);
     assert_eq!(resp.status, 504, "{}", resp.text());
     assert_eq!(resp.text(), "upstream request timeout");
+    eprintln!("measured: route timeout 500ms answered after {took:?}");
     assert!(
         took >= Duration::from_millis(500)
             && took <= Duration::from_millis(500) + TIMEOUT_TOLERANCE,
@@ -132,6 +133,7 @@ fn timeout_and_per_try_timeout_fire_on_time() {
     up.clear_requests();
     let (resp, took) = px.timed_get("slow.example.com", "/pertry", &[]);
     assert_eq!(resp.status, 504, "{}", resp.text());
+    eprintln!("measured: 3 tries of perTryTimeout 300ms answered after {took:?}");
     let floor = Duration::from_millis(900);
     assert!(
         took >= floor && took <= floor + Duration::from_millis(100) + TIMEOUT_TOLERANCE,
@@ -185,6 +187,7 @@ fn fault_abort_and_delay_hit_the_configured_percentage() {
     let ok = statuses.iter().filter(|s| **s == 200).count();
     assert_eq!(aborted + ok, n, "only 418 and 200 expected: {statuses:?}");
     let (lo, hi) = hoeffding_bounds(n, 0.30);
+    eprintln!("measured: abort 30%: {aborted} of {n} (bounds {lo}..={hi})");
     assert!(
         (lo..=hi).contains(&aborted),
         "aborted {aborted} of {n}, expected {lo}..={hi}"
@@ -216,6 +219,10 @@ fn fault_abort_and_delay_hit_the_configured_percentage() {
         .collect();
     let injected = px.stat("http.explicit_proxy.fault.delays_injected") as usize;
     let (lo, hi) = hoeffding_bounds(n, 0.40);
+    eprintln!(
+        "measured: delay 40%: {injected} of {n} (bounds {lo}..={hi}), client saw {}",
+        delayed.len()
+    );
     assert!(
         (lo..=hi).contains(&injected),
         "delayed {injected} of {n}, expected {lo}..={hi}"
@@ -333,6 +340,10 @@ fn weights_subsets_matches_and_mirror() {
     let [a, b, c2, c3] = counts();
     assert_eq!((a + b + c2, c3), (n, 0));
     let (lo, hi) = hoeffding_bounds(n, 0.70);
+    eprintln!(
+        "measured: weight 70/30: v1 {} v2 {c2} of {n} (bounds {lo}..={hi})",
+        a + b
+    );
     assert!(
         (lo..=hi).contains(&(a + b)),
         "v1 got {} of {n} (v2 {c2}), expected {lo}..={hi}",
@@ -405,7 +416,9 @@ fn port_query_case_and_negated_matches_with_rewrites_and_headers() {
     px.first("multi.example.com", "/ready", 200);
     v1.clear_requests();
 
-    let cases: &[(&str, &str, &[(&str, &str)], &str)] = &[
+    /// Authority, path, request headers, the upstream expected to answer.
+    type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case<'_>] = &[
         // Port match: only the 8080 listener port's routes carry it.
         ("multi.example.com:8080", "/x", &[], "v2"),
         ("multi.example.com", "/x", &[], "v1"),

@@ -52,6 +52,7 @@ fn circuit_breaker_overflows_with_503_and_overloaded_flag() {
         .iter()
         .filter(|(s, o, up)| *s == 503 && o.as_deref() == Some("true") && up.is_none())
         .count();
+    eprintln!("measured: circuit breaker: {served} served, {overflow} overflowed of {n}");
     assert_eq!(served + overflow, n, "{results:?}");
     assert!(served >= 1, "{results:?}");
     assert!(
@@ -103,6 +104,7 @@ fn outlier_detection_ejects_the_failing_endpoint() {
     });
     assert!(ejected.is_ok(), "no ejection: {}", px.log());
     let bad_before = bad.request_count();
+    eprintln!("measured: outlier: bad endpoint served {bad_before} requests before ejection");
     assert!(
         (2..=4).contains(&bad_before),
         "the bad endpoint served {bad_before} requests before ejection"
