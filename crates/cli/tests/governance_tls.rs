@@ -5,7 +5,8 @@
 //!   speaks TLS to a local `openssl s_server` with a throw-away CA. Certificates reach Envoy
 //!   from the agent's SDS server (`file-root:<ca>`, `file-cert:<cert>~<key>`). SIMPLE checks
 //!   the server's SAN (a wrong SAN fails); MUTUAL presents a client certificate the server
-//!   requires (SIMPLE to the same server fails).
+//!   requires (SIMPLE to the same server fails). Without `sni`/`subjectAltNames`, SNI and the
+//!   SAN check come from the Host (auto SNI / auto SAN validation): another name fails.
 //! - Routes: in a network namespace with Istio-style capture (iptables REDIRECT to
 //!   virtualOutbound, Envoy's group excluded), a VirtualService `tls` route forwards by SNI
 //!   and a `tcp` route by port, each to a DestinationRule subset.
@@ -44,8 +45,27 @@ fn path(p: std::path::PathBuf) -> String {
 fn plain_http_is_originated_as_simple_and_mutual_tls() {
     let simple = TlsUpstream::start("simple-server", "secure.example.com").expect("tls server");
     let mutual = TlsUpstream::start_mutual("mutual-server", "mutual.example.com").expect("mtls");
+    let auto = TlsUpstream::start("auto-server", "auto.example.com").expect("tls server");
     let sds = Sds::start();
     let yaml = [
+        // SIMPLE without sni and SANs: auto SNI from the Host header and auto SAN validation.
+        tls_se("auto", "auto.example.com", &auto),
+        destination_rule(
+            "auto",
+            &format!(
+                "  host: auto.example.com\n  trafficPolicy:\n    tls: {{mode: SIMPLE, caCertificates: {}}}\n",
+                path(auto.ca_path())
+            ),
+        ),
+        // The same server under another name: the auto SAN check (the Host) fails.
+        tls_se("autowrong", "autowrong.example.com", &auto),
+        destination_rule(
+            "autowrong",
+            &format!(
+                "  host: autowrong.example.com\n  trafficPolicy:\n    tls: {{mode: SIMPLE, caCertificates: {}}}\n",
+                path(auto.ca_path())
+            ),
+        ),
         // SIMPLE with the server's CA and its SAN: works.
         tls_se("secure", "secure.example.com", &simple),
         destination_rule(
@@ -105,6 +125,18 @@ fn plain_http_is_originated_as_simple_and_mutual_tls() {
         px.log()
     );
     assert_eq!(px.stat(&format!("{c}.ssl.handshake")), 0);
+
+    // Auto SNI / auto SAN (no sni, no subjectAltNames in the DR).
+    let r = px.first("auto.example.com", TLS_UPSTREAM_PATH, 200);
+    assert_eq!(r.text(), "auto-server");
+    let (r, _) = px.timed_get("autowrong.example.com", TLS_UPSTREAM_PATH, &[]);
+    assert_eq!(r.status, 503, "{}", r.text());
+    let c = "cluster.outbound|80||autowrong.example.com;";
+    assert!(
+        px.stat(&format!("{c}.ssl.fail_verify_san")) >= 1,
+        "{}",
+        px.log()
+    );
 
     // MUTUAL: the server requires and verifies Envoy's client certificate.
     let r = px.first("mutual.example.com", TLS_UPSTREAM_PATH, 200);
