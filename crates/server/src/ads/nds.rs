@@ -181,4 +181,54 @@ mod tests {
         );
         assert_ne!(r.version_info, a.version.to_string());
     }
+
+    /// Issue 6 item 3: with DNS capture the name table answers the auto-allocated address,
+    /// and that is exactly the address of the entry's own `VIP_PORT` listener (the golden
+    /// case `testdata/xds/dns-capture-autoalloc.yaml`), so captured TCP traffic reaches it.
+    #[test]
+    fn name_table_address_is_the_listener_address() {
+        use entryway_model::api::MeshConfig;
+        use entryway_model::check::check_text;
+        use entryway_model::decode::Format;
+        use entryway_model::registry::{ConfigSet, Proxy, Registry};
+
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../testdata/xds/dns-capture-autoalloc.yaml"
+        ))
+        .expect("golden case");
+        let mesh = MeshConfig::default();
+        let configs = check_text(&text, Format::Yaml, "default", &mesh)
+            .expect("yaml")
+            .iter()
+            .filter_map(|c| c.config().cloned())
+            .collect();
+        let registry = Registry::build(&ConfigSet::new(configs), &mesh);
+        let proxy = Proxy {
+            dns_capture: true,
+            ips: vec!["10.0.0.9".parse().expect("ip")],
+            ..Proxy::in_namespace("default")
+        };
+        let scope = ProxyScope::new(&registry, &mesh, &proxy);
+        let table = name_table(&scope);
+        let ips = &table.table["redis.example.com"].ips;
+        assert_eq!(ips.len(), 1, "{ips:?}");
+        assert!(ips[0].starts_with("240.240."), "{ips:?}");
+        let listeners: Vec<String> = entryway_xds::generator::generate(&scope)
+            .listeners
+            .iter()
+            .map(|l| l.name.clone())
+            .collect();
+        assert!(
+            listeners.contains(&format!("{}_6379", ips[0])),
+            "{ips:?} not among {listeners:?}"
+        );
+        // Without capture: no entry (the name goes to upstream DNS) and no VIP listener.
+        let plain = Proxy {
+            dns_capture: false,
+            ..proxy.clone()
+        };
+        let scope = ProxyScope::new(&registry, &mesh, &plain);
+        assert!(name_table(&scope).table.is_empty());
+    }
 }
