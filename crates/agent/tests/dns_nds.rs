@@ -145,7 +145,11 @@ fn name_table_follows_config_edits_live() {
         let a = a_answers(addr, "db.example.com.");
         (a == vec!["db.example.com. 10.0.0.1"]).then_some(a)
     });
-    assert!(got.is_ok(), "db.example.com: {:?}", a_answers(addr, "db.example.com."));
+    assert!(
+        got.is_ok(),
+        "db.example.com: {:?}",
+        a_answers(addr, "db.example.com.")
+    );
     let api = a_answers(addr, "api.example.com.");
     assert_eq!(api.len(), 1, "{api:?}");
     assert!(api[0].starts_with("api.example.com. 240.240."), "{api:?}");

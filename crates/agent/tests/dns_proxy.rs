@@ -46,7 +46,9 @@ fn tcp(server: SocketAddr, m: &Message) -> Message {
     let mut s = TcpStream::connect(server).expect("connect");
     s.set_read_timeout(Some(BOUND)).expect("timeout");
     let b = m.to_vec().expect("encode");
-    let mut out = (u16::try_from(b.len()).expect("len")).to_be_bytes().to_vec();
+    let mut out = (u16::try_from(b.len()).expect("len"))
+        .to_be_bytes()
+        .to_vec();
     out.extend_from_slice(&b);
     s.write_all(&out).expect("write");
     let mut lb = [0u8; 2];
@@ -82,7 +84,10 @@ fn table() -> NameTable {
     t.insert("ipv4.localhost".into(), info(&["2.2.2.2"]));
     t.insert("*.wildcard".into(), info(&["10.10.10.10"]));
     t.insert("*.b.wildcard".into(), info(&["11.11.11.11"]));
-    t.insert("rr.localhost".into(), info(&["3.3.3.1", "3.3.3.2", "3.3.3.3"]));
+    t.insert(
+        "rr.localhost".into(),
+        info(&["3.3.3.1", "3.3.3.2", "3.3.3.3"]),
+    );
     let giant: Vec<String> = (0..64).map(|i| format!("240.0.0.{i}")).collect();
     t.insert(
         "giant.localhost".into(),
@@ -105,7 +110,9 @@ struct Upstream {
 }
 
 async fn upstream() -> Upstream {
-    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = sock.local_addr().expect("addr");
     let queries = Arc::new(AtomicU64::new(0));
     let count = Arc::clone(&queries);

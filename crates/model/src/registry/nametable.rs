@@ -59,10 +59,7 @@ fn addresses(scope: &ProxyScope<'_>, svc: &Service) -> Option<Vec<String>> {
     let assigned: Vec<String> = scope
         .service_addresses(svc)
         .into_iter()
-        .filter(|a| {
-            a.parse::<IpAddr>()
-                .is_ok_and(|ip| !ip.is_unspecified())
-        })
+        .filter(|a| a.parse::<IpAddr>().is_ok_and(|ip| !ip.is_unspecified()))
         .collect();
     if !assigned.is_empty() {
         return Some(assigned);

@@ -227,7 +227,8 @@ impl Generated {
                 set_of(Kind::Listener, listeners, prev(Kind::Listener)),
                 set_of(Kind::Route, routes, prev(Kind::Route)),
             ],
-            name_table: previous.map_or_else(super::nds::NdsBody::empty, |p| Arc::clone(&p.name_table)),
+            name_table: previous
+                .map_or_else(super::nds::NdsBody::empty, |p| Arc::clone(&p.name_table)),
         }
     }
 
