@@ -60,6 +60,15 @@ pub struct ProxyArgs {
     /// Envoy worker threads.
     #[arg(long)]
     pub concurrency: Option<u32>,
+    /// Run the DNS proxy (node metadata DNS_CAPTURE=true, as Istio's
+    /// `ISTIO_META_DNS_CAPTURE`): answers for ServiceEntry hosts from the control plane's name
+    /// table, forwards the rest to /etc/resolv.conf; services without addresses get
+    /// auto-allocated ones.
+    #[arg(long)]
+    pub dns_capture: bool,
+    /// DNS proxy address (UDP and TCP).
+    #[arg(long, default_value = "127.0.0.1:15053", value_name = "ADDR")]
+    pub dns_address: SocketAddr,
 }
 
 /// The agent settings from the environment overridden by `args`; `xds_default` is used when
@@ -100,6 +109,9 @@ pub fn agent_config(args: &ProxyArgs, xds_default: SocketAddr) -> anyhow::Result
         c.concurrency = n;
     }
     c.explicit_proxy = parse_explicit_proxy(&args.explicit_proxy)?;
+    if args.dns_capture {
+        c.dns_capture = true;
+    }
     Ok(c)
 }
 
@@ -180,6 +192,32 @@ impl Agent {
     }
 }
 
+/// The DNS proxy and the name-table subscription feeding it; both stop when dropped.
+pub struct Dns {
+    /// Where it answers.
+    pub addr: SocketAddr,
+    _nds: entryway_agent::nds::NdsClient,
+    _dns: entryway_agent::dns::DnsHandle,
+}
+
+/// Subscribes to the control plane's name table (NDS, as this proxy's node) and serves DNS
+/// on `addr` from it.
+pub async fn start_dns(config: &ProxyAgentConfig, addr: SocketAddr) -> anyhow::Result<Dns> {
+    let node = entryway_agent::nds::node(&config.node_id(), &config.bootstrap().node_metadata);
+    let nds = entryway_agent::nds::NdsClient::start(&config.xds_address, node);
+    let options = entryway_agent::dns::DnsOptions::system(addr, &config.namespace)
+        .context("reading /etc/resolv.conf for the DNS proxy's upstreams")?;
+    let dns = entryway_agent::dns::DnsProxy::start(options, nds.table())
+        .await
+        .with_context(|| format!("cannot serve DNS on {addr}"))?;
+    info!(%addr, "DNS proxy listening (name table from the control plane)");
+    Ok(Dns {
+        addr,
+        _nds: nds,
+        _dns: dns,
+    })
+}
+
 /// One line describing the agent's settings (printed at start).
 pub fn describe(c: &ProxyAgentConfig) -> String {
     let mut s = format!(
@@ -249,7 +287,14 @@ pub async fn run_with_capture(
             (Some(guard), plan.envoy_uid, plan.envoy_gid)
         }
     };
-    let result = run_agent(config, signal, envoy_uid, envoy_gid).await;
+    let result = async {
+        let _dns = match config.dns_capture {
+            true => Some(start_dns(&config, args.dns_address).await?),
+            false => None,
+        };
+        run_agent(config, signal, envoy_uid, envoy_gid).await
+    }
+    .await;
     if let Some(guard) = guard {
         guard
             .remove()

@@ -99,6 +99,20 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     if let Some(p) = config.explicit_proxy {
         eprintln!("entryway up: try  curl -x http://{p} http://<a ServiceEntry host>/");
     }
+    let dns = match config.dns_capture {
+        true => match proxy::start_dns(&config, args.proxy.dns_address).await {
+            Ok(d) => {
+                eprintln!("entryway up: DNS proxy on {} (udp+tcp)", d.addr);
+                Some(d)
+            }
+            Err(e) => {
+                let _ = stop_tx.send(true);
+                let _ = cp.join().await;
+                return Err(e);
+            }
+        },
+        false => None,
+    };
     let agent = match Agent::start(config, stop_rx) {
         Ok(a) => a,
         Err(e) => {
@@ -131,6 +145,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     // Envoy drains with the config it holds; the ADS streams end at once.
     let agent_result = agent.join().await;
+    drop(dns);
     let cp_result = cp.join().await;
     eprintln!("entryway up: stopped");
     agent_result?;
