@@ -76,6 +76,14 @@ fn main() {
     let t = Instant::now();
     for _ in 0..n {
         match what.as_str() {
+            "encoded" => {
+                let s = ProxyScope::new(&registry, &mesh, &proxy);
+                std::hint::black_box(entryway_xds::generator::generate_encoded_with(&s, 1));
+            }
+            "encoded_par" => {
+                let s = ProxyScope::new(&registry, &mesh, &proxy);
+                std::hint::black_box(entryway_xds::generator::generate_encoded(&s));
+            }
             "registry" => {
                 std::hint::black_box(Registry::build(&set, &mesh));
             }

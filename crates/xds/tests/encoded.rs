@@ -181,8 +181,13 @@ fn corpus(count: usize) -> String {
                         (i / 256) % 256,
                         i % 256
                     );
-                } else {
+                } else if e == 0 {
                     let _ = writeln!(s, "  - {{address: e{e}-{i}.backend.example.net}}");
+                } else {
+                    let _ = writeln!(
+                        s,
+                        "  - {{address: e{e}-{i}.backend.example.net, locality: r{e}/z{e}}}"
+                    );
                 }
             }
         }
@@ -230,6 +235,27 @@ fn large_mixed_corpus_is_the_same_on_any_number_of_threads() {
             one.encoded_len(),
             entryway_xds::dump::encoded_len(&cfg),
             "total size"
+        );
+    }
+}
+
+/// Mesh-wide outlier detection turns on locality failover for every cluster (priorities on
+/// the endpoints): the directly encoded endpoints must then follow the built ones.
+#[test]
+fn mesh_defaults_with_locality_failover() {
+    let mesh = MeshConfig::from_yaml(
+        "enableAutoMtls: true\nlocalityLbSetting:\n  failover: [{from: r1, to: r2}]\ndefaultTrafficPolicy:\n  connectionPool: {tcp: {maxConnections: 1000}}\n  outlierDetection: {consecutive5xxErrors: 10}\noutboundClusterStatName: \"%SERVICE%_%SERVICE_PORT%\"\n",
+    )
+    .expect("mesh");
+    let reg = registry(&corpus(300), "default", &mesh);
+    let proxy = Proxy::in_namespace("ns-1");
+    let scope = ProxyScope::new(&reg, &mesh, &proxy);
+    let cfg = generate(&scope);
+    for workers in [1, 2] {
+        check(
+            &format!("mesh defaults, {workers} threads"),
+            &cfg,
+            &generate_encoded_with(&scope, workers),
         );
     }
 }

@@ -17,6 +17,7 @@ use envoy_types::pb::google::protobuf::{Struct, UInt32Value};
 
 use super::names;
 use super::policy::{self, string_value};
+use super::wire;
 
 /// Istio's cluster ID for ServiceEntry endpoints (its default `CLUSTER_ID`).
 pub const CLUSTER_ID: &str = "Kubernetes";
@@ -344,6 +345,139 @@ pub fn locality_lb_endpoints<'e>(
         groups.sort_by_cached_key(|(l, _)| locality_label(l));
     }
     groups.into_iter().map(|(_, g)| g).collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Direct encoding (generate_encoded): the bytes of the messages above, without the structs.
+// ---------------------------------------------------------------------------------------
+
+/// The encoding of [`lb_endpoint`]`(ep, mtls)`.
+fn encode_lb_endpoint(buf: &mut Vec<u8>, ep: &Endpoint, mtls: bool) {
+    // host_identifier.endpoint (1): Endpoint { address (1): Address }.
+    wire::message(buf, 1, |b| {
+        wire::message(b, 1, |b| match &ep.address {
+            EndpointAddress::Unix(path) => wire::message(b, 2, |b| wire::string(b, 1, path)),
+            EndpointAddress::Ip(ip) => wire::message(b, 1, |b| {
+                let mut text = [0u8; 64];
+                let len = {
+                    let mut cur = std::io::Cursor::new(&mut text[..]);
+                    let _ = std::io::Write::write_fmt(&mut cur, format_args!("{ip}"));
+                    usize::try_from(cur.position()).unwrap_or(0)
+                };
+                let addr = std::str::from_utf8(text.get(..len).unwrap_or_default()).unwrap_or("");
+                wire::string(b, 2, addr);
+                wire::uint32_always(b, 3, ep.port);
+            }),
+            EndpointAddress::Hostname(h) => wire::message(b, 1, |b| {
+                wire::string(b, 2, h);
+                wire::uint32_always(b, 3, ep.port);
+            }),
+        });
+    });
+    wire::uint32(buf, 2, core::HealthStatus::Healthy as u32);
+    // metadata (3): filter_metadata entries sorted by key.
+    wire::message(buf, 3, |b| {
+        if mtls {
+            wire::message(b, 1, |b| {
+                wire::string_always(b, 1, "envoy.transport_socket_match");
+                wire::message(b, 2, |b| {
+                    wire::message(b, 1, |b| {
+                        wire::string_always(b, 1, "tlsMode");
+                        wire::message(b, 2, |b| wire::string_value(b, "istio"));
+                    });
+                });
+            });
+        }
+        wire::message(b, 1, |b| {
+            wire::string_always(b, 1, "istio");
+            wire::message(b, 2, |b| {
+                wire::message(b, 1, |b| {
+                    wire::string_always(b, 1, "workload");
+                    wire::message(b, 2, |b| {
+                        let (name, rev) = canonical_service(ep);
+                        wire::joined(
+                            b,
+                            3,
+                            &[&ep.workload_name, &ep.namespace, name, rev, CLUSTER_ID],
+                            b';',
+                        );
+                    });
+                });
+            });
+        });
+    });
+    wire::uint32_value(buf, 4, ep.weight.max(1));
+}
+
+/// The encoding of [`locality_lb_endpoints`] as repeated field `tag` of the enclosing
+/// message (`ClusterLoadAssignment.endpoints`).
+pub(crate) fn encode_locality_lb_endpoints<'e>(
+    buf: &mut Vec<u8>,
+    tag: u32,
+    endpoints: impl IntoIterator<Item = &'e Endpoint>,
+    checker: &MtlsChecker,
+) {
+    // Groups in order of first appearance: (locality, endpoints, weight).
+    let mut groups: Vec<(&'e Locality, Vec<&'e Endpoint>, u32)> = Vec::new();
+    for ep in endpoints {
+        match groups.iter_mut().find(|(l, _, _)| **l == ep.locality) {
+            Some((_, v, w)) => {
+                v.push(ep);
+                *w = w.saturating_add(ep.weight.max(1));
+            }
+            None => groups.push((&ep.locality, vec![ep], ep.weight.max(1))),
+        }
+    }
+    if groups.len() > 1 {
+        groups.sort_by_cached_key(|(l, _, _)| locality_label(l));
+    }
+    for (locality, eps, weight) in groups {
+        wire::message(buf, tag, |b| {
+            wire::message(b, 1, |b| {
+                wire::string(b, 1, &locality.region);
+                wire::string(b, 2, &locality.zone);
+                wire::string(b, 3, &locality.sub_zone);
+            });
+            for ep in eps {
+                wire::message(b, 2, |b| encode_lb_endpoint(b, ep, checker.enabled(ep)));
+            }
+            wire::uint32_value(b, 3, weight);
+        });
+    }
+}
+
+/// The encoding of [`assignment_for`], written directly, for a service without a
+/// DestinationRule (no subsets, no locality failover); `None` when a rule applies or the
+/// cluster is not one of `svc`'s (the caller then builds the message).
+pub(crate) fn encode_assignment_for(
+    svc: &Service,
+    rule: Option<&EffectiveRule>,
+    endpoints: &[Arc<Endpoint>],
+    cluster: &Cluster,
+) -> Option<(String, Vec<u8>)> {
+    if rule.is_some() {
+        return None;
+    }
+    let name = eds_name(cluster);
+    let (port, subset, host) = names::parse_outbound_cluster(name)?;
+    if host != svc.hostname || !subset.is_empty() {
+        return None;
+    }
+    let sp = svc.port(port)?;
+    let checker = MtlsChecker::new(None, subset, port);
+    let mut buf = Vec::with_capacity(64 + name.len() + endpoints.len() * 64);
+    wire::string(&mut buf, 1, name);
+    encode_locality_lb_endpoints(
+        &mut buf,
+        2,
+        endpoints
+            .iter()
+            .map(|e| e.as_ref())
+            .filter(|e| e.service_port_name == sp.name)
+            .filter(|e| !matches!(e.address, EndpointAddress::Hostname(_))),
+        &checker,
+    );
+    Some((name.to_string(), buf))
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use envoy_types::pb::envoy::config::cluster::v3::cluster::{ClusterDiscoveryType,
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use prost::Message;
 
-use super::{cds, eds, explicit, lds, rds};
+use super::{cds, eds, explicit, lds, rds, wire};
 
 /// One resource, encoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,14 +104,34 @@ fn build_block(
         endpoints: Vec::with_capacity(ports),
     };
     for svc in services {
-        cds::service_clusters(scope, env, svc, &mut |c, inputs| {
-            let enc = encoded_cluster(&c);
-            if enc.eds {
-                let cla = eds::assignment_for(scope, svc, inputs.rule, inputs.endpoints, &c);
-                drop(c);
-                out.endpoints.push(encoded_cla(cla));
+        cds::service_clusters(scope, env, svc, true, &mut |c, direct, inputs| {
+            let mut bytes = c.encode_to_vec();
+            if let Some(d) = direct {
+                wire::replace_field(&mut bytes, cds::METADATA_FIELD, &d.metadata);
+                if let Some(la) = &d.load_assignment {
+                    wire::replace_field(&mut bytes, cds::LOAD_ASSIGNMENT_FIELD, la);
+                }
             }
-            out.clusters.push(enc);
+            let eds = is_eds(&c);
+            if eds {
+                match eds::encode_assignment_for(svc, inputs.rule, inputs.endpoints, &c) {
+                    Some((name, bytes)) => out.endpoints.push(EncodedResource {
+                        name,
+                        bytes,
+                        eds: false,
+                    }),
+                    None => {
+                        let cla =
+                            eds::assignment_for(scope, svc, inputs.rule, inputs.endpoints, &c);
+                        out.endpoints.push(encoded_cla(cla));
+                    }
+                }
+            }
+            out.clusters.push(EncodedResource {
+                name: c.name,
+                bytes,
+                eds,
+            });
         });
     }
     out

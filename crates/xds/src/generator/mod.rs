@@ -14,6 +14,7 @@ pub mod policy;
 pub mod rds;
 #[cfg(test)]
 pub(crate) mod testutil;
+mod wire;
 
 pub use encoded::{EncodedConfig, EncodedResource, generate_encoded, generate_encoded_with};
 use entryway_model::registry::ProxyScope;
