@@ -12,14 +12,18 @@
 //! the machine's cores with it), and a baseline measured in the same run — generating and encoding one
 //! proxy's configuration once — so results can be quoted as ratios.
 //!
-//! Reading the RSS figure: each stream keeps about its largest response in memory after
-//! sending it (tonic 0.14's per-stream encode buffer is split with `BytesMut::split_to`, so
-//! the buffer's allocation stays with the stream and is reused), so the per-stream figure
-//! follows the size of a full CDS response, not the stream state. `MALLOC_ARENA_MAX=1` does
-//! not change it (measured), so it is not allocator-arena fragmentation.
+//! Reading the RSS figure: it grows by about one full configuration per stream (3.2 MiB per
+//! stream at 1,000 ServiceEntries; at 10,000 it passed 21 GiB while the initial sync was still
+//! running). Measured not to be tonic's per-stream encode buffer (Delta responses split at 256
+//! KiB, `ENTRYWAY_FANOUT_DELTA_CHUNK`, leave it unchanged) nor concurrently materialised pushes
+//! (bounded by the stream module's push slots, unchanged) nor glibc's dynamic mmap threshold
+//! (`GLIBC_TUNABLES=glibc.malloc.mmap_threshold=131072`, unchanged); still open. Candidates:
+//! data h2 buffers for clients that have not read it yet (the clients open 256 MiB windows
+//! and share two cores with the server), then allocator retention.
 //!
 //! Environment: `ENTRYWAY_FANOUT_STREAMS` (default 1000), `ENTRYWAY_FANOUT_SERVICES`
-//! (default 1000), `ENTRYWAY_FANOUT_MODE` = `mixed` (default) | `sotw` | `delta`.
+//! (default 1000), `ENTRYWAY_FANOUT_MODE` = `mixed` (default) | `sotw` | `delta`,
+//! `ENTRYWAY_FANOUT_DELTA_CHUNK` (bytes; Delta response split size, default 256 KiB).
 //!
 //! Run: `cargo bench -p entryway-server --bench fanout`.
 
@@ -425,6 +429,12 @@ async fn run() -> BenchResult<()> {
     let streams = env_usize("ENTRYWAY_FANOUT_STREAMS", 1000);
     let services = env_usize("ENTRYWAY_FANOUT_SERVICES", 1000);
     let mode = std::env::var("ENTRYWAY_FANOUT_MODE").unwrap_or_else(|_| "mixed".into());
+    if let Some(bytes) = std::env::var("ENTRYWAY_FANOUT_DELTA_CHUNK")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        entryway_server::ads::delta::set_max_response_bytes(bytes);
+    }
 
     let dir = tempfile::tempdir()?;
     write_corpus(dir.path(), services)?;
@@ -584,7 +594,8 @@ async fn run() -> BenchResult<()> {
     }
     let _ = writeln!(
         out,
-        "\ncontrol-plane RSS: before streams {:.1} MiB (VmHWM {:.1} MiB, from loading the store), after connecting {:.1} MiB (+{:.1} KiB per stream), after the change {:.1} MiB; VmHWM at the end {:.1} MiB",
+        "Delta responses split at {} KiB\ncontrol-plane RSS: before streams {:.1} MiB (VmHWM {:.1} MiB, from loading the store), after connecting {:.1} MiB (+{:.1} KiB per stream), after the change {:.1} MiB; VmHWM at the end {:.1} MiB",
+        entryway_server::ads::delta::max_response_bytes() >> 10,
         mib(rss_before),
         mib(hwm_before),
         mib(rss_after),

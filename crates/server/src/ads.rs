@@ -131,7 +131,10 @@ impl AdsServer {
             tx,
             self.stop.clone(),
         ));
-        Box::pin(ReceiverStream::new(rx))
+        Box::pin(tokio_stream::StreamExt::map(
+            ReceiverStream::new(rx),
+            stream::Outgoing::into_item,
+        ))
     }
 }
 

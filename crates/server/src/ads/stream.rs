@@ -5,14 +5,23 @@
 //! data: they take requests and generated configurations and return responses and
 //! [`Event`]s. This task does the I/O and turns events into `/debug/syncz` status, metrics and
 //! logs.
+//!
+//! Memory: a push is materialised (every resource body copied into the response messages)
+//! before it is queued for tonic to encode, so 1,000 streams pushing a full configuration at
+//! once would hold 1,000 copies of it (3 MB each at 1,000 ServiceEntries, 30 MB at 10,000).
+//! A process-wide [`PUSH_SLOTS`] semaphore bounds that: a stream takes a slot before
+//! materialising a push and the slot travels with the push's last response, released when
+//! tonic takes that response from the queue to encode it. A stream that cannot get a slot
+//! within [`PUSH_SLOT_WAIT`] (other streams' proxies not reading) pushes without one, so a
+//! stuck proxy delays the others by at most that.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use entryway_model::registry::Proxy;
 use envoy_types::pb::envoy::config::core::v3::Node;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Semaphore, SemaphorePermit, mpsc, watch};
 use tonic::{Status, Streaming};
 use tracing::{Instrument, debug, info, warn};
 
@@ -62,6 +71,29 @@ pub enum Event {
     },
     /// A request for a type Entryway does not serve (ignored).
     UnknownType(String),
+}
+
+/// Streams that may hold a materialised, not yet encoded push at the same time.
+pub const PUSH_SLOTS: usize = 32;
+/// The longest a stream waits for a push slot before pushing without one.
+pub const PUSH_SLOT_WAIT: Duration = Duration::from_secs(1);
+static PUSHING: Semaphore = Semaphore::const_new(PUSH_SLOTS);
+
+/// A queued response, holding its push's slot when it is the push's last response.
+pub struct Outgoing<R> {
+    item: Result<R, Status>,
+    _slot: Option<SemaphorePermit<'static>>,
+}
+
+impl<R> Outgoing<R> {
+    fn new(item: Result<R, Status>) -> Outgoing<R> {
+        Outgoing { item, _slot: None }
+    }
+
+    /// The response (releasing the slot).
+    pub fn into_item(self) -> Result<R, Status> {
+        self.item
+    }
 }
 
 /// A protocol state machine.
@@ -126,7 +158,7 @@ struct Convergence {
 pub async fn run<P: Protocol>(
     ctx: Arc<Context>,
     mut requests: Streaming<P::Req>,
-    tx: mpsc::Sender<Result<P::Resp, Status>>,
+    tx: mpsc::Sender<Outgoing<P::Resp>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let first = tokio::select! {
@@ -166,7 +198,7 @@ pub async fn run<P: Protocol>(
             Ok(g) => g,
             Err(e) => {
                 warn!(error = %e, "cannot generate the proxy's configuration");
-                let _ = driver.tx.send(Err(Status::internal(e.to_string()))).await;
+                let _ = driver.tx.send(Outgoing::new(Err(Status::internal(e.to_string())))).await;
                 return;
             }
         };
@@ -216,7 +248,7 @@ pub async fn run<P: Protocol>(
                     ctx.shared.metrics.push_time.observe(started.elapsed());
                 }
                 _ = stop.changed() => {
-                    let _ = driver.tx.send(Err(Status::unavailable("control plane shutting down"))).await;
+                    let _ = driver.tx.send(Outgoing::new(Err(Status::unavailable("control plane shutting down")))).await;
                     break;
                 }
             }
@@ -253,7 +285,7 @@ struct Driver<P: Protocol> {
     ctx: Arc<Context>,
     conn: u64,
     proxy: Proxy,
-    tx: mpsc::Sender<Result<P::Resp, Status>>,
+    tx: mpsc::Sender<Outgoing<P::Resp>>,
     state: P,
     events: Vec<Event>,
     convergence: Convergence,
@@ -263,6 +295,10 @@ impl<P: Protocol> Driver<P> {
     /// Sends what is due and records the events; `track` starts convergence tracking of a
     /// push caused by a snapshot first seen at that instant. False when the proxy is gone.
     async fn flush(&mut self, generated: &Arc<Generated>, track: Option<Instant>) -> bool {
+        let mut slot = tokio::time::timeout(PUSH_SLOT_WAIT, PUSHING.acquire())
+            .await
+            .ok()
+            .and_then(Result::ok);
         let responses = self
             .state
             .flush(generated, &self.ctx.cache, &mut self.events);
@@ -271,8 +307,13 @@ impl<P: Protocol> Driver<P> {
             self.convergence.nacked = false;
         }
         self.apply_events(generated.snapshot_version);
-        for r in responses {
-            if self.tx.send(Ok(r)).await.is_err() {
+        let last = responses.len().saturating_sub(1);
+        for (i, r) in responses.into_iter().enumerate() {
+            let out = Outgoing {
+                item: Ok(r),
+                _slot: if i == last { slot.take() } else { None },
+            };
+            if self.tx.send(out).await.is_err() {
                 debug!("proxy went away while sending");
                 return false;
             }
