@@ -448,12 +448,14 @@ pub(crate) fn encode_locality_lb_endpoints<'e>(
 
 /// The encoding of [`assignment_for`], written directly, for a service without a
 /// DestinationRule (no subsets, no locality failover); `None` when a rule applies or the
-/// cluster is not one of `svc`'s (the caller then builds the message).
+/// cluster is not one of `svc`'s (the caller then builds the message). `scratch` is a
+/// reusable buffer.
 pub(crate) fn encode_assignment_for(
     svc: &Service,
     rule: Option<&EffectiveRule>,
     endpoints: &[Arc<Endpoint>],
     cluster: &Cluster,
+    scratch: &mut Vec<u8>,
 ) -> Option<(String, Vec<u8>)> {
     if rule.is_some() {
         return None;
@@ -465,10 +467,11 @@ pub(crate) fn encode_assignment_for(
     }
     let sp = svc.port(port)?;
     let checker = MtlsChecker::new(None, subset, port);
-    let mut buf = Vec::with_capacity(64 + name.len() + endpoints.len() * 64);
-    wire::string(&mut buf, 1, name);
+    scratch.clear();
+    let buf = scratch;
+    wire::string(buf, 1, name);
     encode_locality_lb_endpoints(
-        &mut buf,
+        buf,
         2,
         endpoints
             .iter()
@@ -477,7 +480,8 @@ pub(crate) fn encode_assignment_for(
             .filter(|e| !matches!(e.address, EndpointAddress::Hostname(_))),
         &checker,
     );
-    Some((name.to_string(), buf))
+    // An exact-size copy: the scratch buffer is reused for the next one.
+    Some((name.to_string(), buf.to_vec()))
 }
 
 #[cfg(test)]

@@ -103,18 +103,33 @@ fn build_block(
         clusters: Vec::with_capacity(ports),
         endpoints: Vec::with_capacity(ports),
     };
+    // Messages are encoded into these reusable buffers, then copied out at their exact size.
+    let mut scratch = Vec::with_capacity(8192);
+    let mut cla_scratch = Vec::with_capacity(8192);
     for svc in services {
         cds::service_clusters(scope, env, svc, true, &mut |c, direct, inputs| {
-            let mut bytes = c.encode_to_vec();
-            if let Some(d) = direct {
-                wire::replace_field(&mut bytes, cds::METADATA_FIELD, &d.metadata);
-                if let Some(la) = &d.load_assignment {
-                    wire::replace_field(&mut bytes, cds::LOAD_ASSIGNMENT_FIELD, la);
+            scratch.clear();
+            c.encode_raw(&mut scratch);
+            let bytes = match direct {
+                Some(d) => {
+                    let mut repl: [(u32, &[u8]); 2] =
+                        [(cds::METADATA_FIELD, &d.metadata), (0, &[])];
+                    if let Some(la) = &d.load_assignment {
+                        repl[1] = (cds::LOAD_ASSIGNMENT_FIELD, la);
+                    }
+                    wire::replace_fields(&scratch, &repl)
                 }
-            }
+                None => scratch.to_vec(),
+            };
             let eds = is_eds(&c);
             if eds {
-                match eds::encode_assignment_for(svc, inputs.rule, inputs.endpoints, &c) {
+                match eds::encode_assignment_for(
+                    svc,
+                    inputs.rule,
+                    inputs.endpoints,
+                    &c,
+                    &mut cla_scratch,
+                ) {
                     Some((name, bytes)) => out.endpoints.push(EncodedResource {
                         name,
                         bytes,

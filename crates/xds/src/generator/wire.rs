@@ -91,20 +91,44 @@ pub(crate) fn string_value(buf: &mut Vec<u8>, s: &str) {
     string_always(buf, 3, s);
 }
 
-/// Replaces the first top-level length-delimited field `tag` of the encoded message `msg` by
-/// one whose content is `body` (appends it when absent, which decodes the same). Used to
-/// fill placeholders left in prost-encoded messages.
-pub(crate) fn replace_field(msg: &mut Vec<u8>, tag: u32, body: &[u8]) {
-    let mut field = Vec::with_capacity(body.len() + 6);
-    key(&mut field, tag, LEN);
-    varint(&mut field, body.len() as u64);
-    field.extend_from_slice(body);
-    match find_field(msg, tag) {
-        Some(range) => {
-            msg.splice(range, field);
-        }
-        None => msg.extend_from_slice(&field),
+/// A copy of the encoded message `msg`, exactly sized, in which the first top-level
+/// length-delimited field of each tag in `repl` has the given content instead (a field
+/// absent from `msg` is appended; tag 0 entries are ignored).
+pub(crate) fn replace_fields(msg: &[u8], repl: &[(u32, &[u8])]) -> Vec<u8> {
+    let active = || repl.iter().filter(|(t, _)| *t != 0);
+    let found: Vec<Option<std::ops::Range<usize>>> =
+        active().map(|(t, _)| find_field(msg, *t)).collect();
+    let field_len = |t: u32, body: &[u8]| {
+        let mut k = Vec::with_capacity(10);
+        key(&mut k, t, LEN);
+        varint(&mut k, body.len() as u64);
+        k.len() + body.len()
+    };
+    let total = msg.len()
+        + active()
+            .zip(&found)
+            .map(|((t, b), r)| field_len(*t, b) - r.as_ref().map_or(0, |r| r.len()))
+            .sum::<usize>();
+    let mut out = Vec::with_capacity(total);
+    // Replacements in the order they occur in `msg`; absent ones at the end.
+    let mut order: Vec<(usize, std::ops::Range<usize>, u32, &[u8])> = active()
+        .zip(found)
+        .map(|((t, b), r)| {
+            let r = r.unwrap_or(msg.len()..msg.len());
+            (r.start, r, *t, *b)
+        })
+        .collect();
+    order.sort_by_key(|(s, _, _, _)| *s);
+    let mut pos = 0;
+    for (_, r, t, body) in order {
+        out.extend_from_slice(msg.get(pos..r.start).unwrap_or_default());
+        key(&mut out, t, LEN);
+        varint(&mut out, body.len() as u64);
+        out.extend_from_slice(body);
+        pos = r.end;
     }
+    out.extend_from_slice(msg.get(pos..).unwrap_or_default());
+    out
 }
 
 fn read_varint(msg: &[u8], pos: &mut usize) -> Option<u64> {
