@@ -68,16 +68,20 @@ pub(crate) fn joined(buf: &mut Vec<u8>, tag: u32, parts: &[&str], sep: u8) {
 /// then the length prefix is inserted before them.
 pub(crate) fn message(buf: &mut Vec<u8>, tag: u32, body: impl FnOnce(&mut Vec<u8>)) {
     key(buf, tag, LEN);
-    let start = buf.len();
+    // One byte is reserved for the length (most messages here are shorter than 128 bytes);
+    // longer ones shift their body to make room for the rest.
+    let at = buf.len();
+    buf.push(0);
     body(buf);
-    let len = buf.len() - start;
+    let len = buf.len() - at - 1;
     if len < 0x80 {
-        // The common case: one byte, one shift.
-        buf.insert(start, len as u8);
+        if let Some(b) = buf.get_mut(at) {
+            *b = len as u8;
+        }
     } else {
         let mut prefix = Vec::with_capacity(10);
         varint(&mut prefix, len as u64);
-        buf.splice(start..start, prefix);
+        buf.splice(at..at + 1, prefix);
     }
 }
 
