@@ -253,7 +253,15 @@ pub struct ProxyCommandArgs {
 /// Runs `entryway proxy` until SIGINT/SIGTERM; with `--capture`, the namespace's outbound
 /// traffic goes to Envoy meanwhile.
 pub async fn run_command(args: ProxyCommandArgs) -> anyhow::Result<()> {
-    let plan = args.capture.plan()?;
+    let mut plan = args.capture.plan()?;
+    // As Istio's sidecar: with DNS capture on, the application's DNS queries (port 53) go to
+    // the DNS proxy too, unless the proxy itself asked for them.
+    if let Some(p) = plan.as_mut()
+        && args.agent.dns_capture
+    {
+        p.config.dns_capture = true;
+        p.config.dns_port = args.agent.dns_address.port();
+    }
     run_with_capture(args.agent, plan).await
 }
 
