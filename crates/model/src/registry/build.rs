@@ -274,39 +274,8 @@ impl Registry {
                 .iter()
                 .filter_map(|a| parse_service_address(a))
                 .collect();
-            for host in &se.hosts {
-                let base = Service {
-                    hostname: host.clone(),
-                    namespace: ns.to_string(),
-                    se_name: c.meta.name.clone(),
-                    creation_order: *order,
-                    address: ServiceAddress::Unspecified,
-                    auto_addresses: allocated
-                        .get(&(ns.to_string(), host.clone()))
-                        .filter(|_| se.addresses.is_empty())
-                        .cloned()
-                        .unwrap_or_default(),
-                    ports: ports.clone(),
-                    resolution,
-                    mesh_external: se.location == api::service_entry::Location::MeshExternal,
-                    subject_alt_names: se.subject_alt_names.clone(),
-                    export_to: export_to.clone(),
-                    labels: c.meta.labels.clone(),
-                    selector: selector.clone(),
-                };
-                if addresses.is_empty() {
-                    reg.services.push(Arc::new(base));
-                } else {
-                    for a in &addresses {
-                        let mut s = base.clone();
-                        s.address = *a;
-                        s.auto_addresses.clear();
-                        reg.services.push(Arc::new(s));
-                    }
-                }
-
-                // §3.2 endpoints for this host.
-                let key = (ns.to_string(), host.clone());
+            // The endpoints of one host of this entry (built as Istio does per host).
+            let endpoints_of = |host: &String| -> Vec<Endpoint> {
                 let mut eps: Vec<Endpoint> = Vec::new();
                 if let Some(sel) = &selector {
                     let is_dns =
@@ -376,6 +345,55 @@ impl Registry {
                         }
                     }
                 }
+                eps
+            };
+            let host_dependent = selector.is_none()
+                && se.endpoints().is_empty()
+                && matches!(resolution, Resolution::DnsLb | Resolution::DnsRoundRobinLb);
+            let shared: Option<Vec<Arc<Endpoint>>> = match se.hosts.first() {
+                Some(first) if !host_dependent => {
+                    Some(endpoints_of(first).into_iter().map(Arc::new).collect())
+                }
+                _ => None,
+            };
+            for host in &se.hosts {
+                let base = Service {
+                    hostname: host.clone(),
+                    namespace: ns.to_string(),
+                    se_name: c.meta.name.clone(),
+                    creation_order: *order,
+                    address: ServiceAddress::Unspecified,
+                    auto_addresses: allocated
+                        .get(&(ns.to_string(), host.clone()))
+                        .filter(|_| se.addresses.is_empty())
+                        .cloned()
+                        .unwrap_or_default(),
+                    ports: ports.clone(),
+                    resolution,
+                    mesh_external: se.location == api::service_entry::Location::MeshExternal,
+                    subject_alt_names: se.subject_alt_names.clone(),
+                    export_to: export_to.clone(),
+                    labels: c.meta.labels.clone(),
+                    selector: selector.clone(),
+                };
+                if addresses.is_empty() {
+                    reg.services.push(Arc::new(base));
+                } else {
+                    for a in &addresses {
+                        let mut s = base.clone();
+                        s.address = *a;
+                        s.auto_addresses.clear();
+                        reg.services.push(Arc::new(s));
+                    }
+                }
+
+                // §3.2 endpoints for this host: shared by every host of the entry unless
+                // they are derived from the host itself (DNS without endpoints).
+                let key = (ns.to_string(), host.clone());
+                let eps: Vec<Arc<Endpoint>> = match &shared {
+                    Some(v) => v.clone(),
+                    None => endpoints_of(host).into_iter().map(Arc::new).collect(),
+                };
                 let slot = endpoints.entry(key.clone()).or_default();
                 if resolution == Resolution::DnsRoundRobinLb {
                     // Several entries for one host: only the first endpoint per port is kept.
@@ -386,11 +404,13 @@ impl Registry {
                             .iter()
                             .any(|x| x.service_port_name == e.service_port_name)
                         {
-                            slot.push(Arc::new(e));
+                            slot.push(e);
                         }
                     }
+                } else if slot.is_empty() {
+                    *slot = eps;
                 } else {
-                    slot.extend(eps.into_iter().map(Arc::new));
+                    slot.extend(eps);
                 }
             }
         }
