@@ -4,11 +4,13 @@
 //!
 //! ```text
 //! nat OUTPUT ─► ISTIO_OUTPUT_DNS (with DNS capture; UDP/TCP port 53)
-//!               ├─ proxy uid/gid ─► RETURN (the DNS proxy's own upstream queries)
+//!               ├─ proxy uid/gid ─► RETURN (Envoy's, or an agent running as the proxy user)
+//!               ├─ fwmark DNS_UPSTREAM_MARK ─► RETURN (the DNS proxy's own upstream queries)
 //!               └─ else ─► REDIRECT to dns_port (15053)
 //!          ─► -p tcp ISTIO_OUTPUT
 //!               ├─ -o lo (loopback interface) ─► RETURN
 //!               ├─ proxy uid / gid (Envoy's own connections) ─► RETURN
+//!               ├─ fwmark DNS_UPSTREAM_MARK (with DNS capture) ─► RETURN
 //!               ├─ -d 127.0.0.1/32 (::1/128) ─► RETURN
 //!               ├─ excluded ports / excluded CIDRs ─► RETURN
 //!               └─ included CIDRs (default all) ─► ISTIO_REDIRECT ─► REDIRECT to 15001
@@ -40,6 +42,13 @@ pub const DEFAULT_PROXY_ID: u32 = 1337;
 pub const DEFAULT_OUTBOUND_PORT: u16 = 15001;
 /// The agent's DNS proxy port (Istio's).
 pub const DEFAULT_DNS_PORT: u16 = 15053;
+
+/// Firewall mark the DNS proxy puts on its upstream sockets (`SO_MARK`, see
+/// [`crate::dns::upstream`]). With DNS capture the rules let packets carrying it through
+/// uncaptured: the agent runs as root, not as the proxy user, so without the mark its own
+/// queries to the resolv.conf nameservers (port 53) would be redirected back to itself.
+/// Istio's value 1337 (0x539) is its TPROXY mark; this one is distinct.
+pub const DNS_UPSTREAM_MARK: u32 = 0x1538;
 
 /// Chain every outbound TCP connection is sent through.
 pub const CHAIN_OUTPUT: &str = "ISTIO_OUTPUT";
@@ -403,7 +412,17 @@ pub fn build_family(config: &CaptureConfig, family: Family) -> RuleSet {
         &outbound,
     ]));
 
+    let mark = DNS_UPSTREAM_MARK.to_string();
     if config.dns_capture {
+        rules.push(rule(&[
+            CHAIN_OUTPUT_DNS,
+            "-m",
+            "mark",
+            "--mark",
+            &mark,
+            "-j",
+            "RETURN",
+        ]));
         for proto in ["udp", "tcp"] {
             rules.extend(owner_returns(
                 CHAIN_OUTPUT_DNS,
@@ -430,6 +449,18 @@ pub fn build_family(config: &CaptureConfig, family: Family) -> RuleSet {
         rules.push(rule(&[CHAIN_OUTPUT, "-o", "lo", "-j", "RETURN"]));
     }
     rules.extend(owner_returns(CHAIN_OUTPUT, &[], config));
+    if config.dns_capture {
+        // The DNS proxy's upstream queries over TCP must not reach Envoy either.
+        rules.push(rule(&[
+            CHAIN_OUTPUT,
+            "-m",
+            "mark",
+            "--mark",
+            &mark,
+            "-j",
+            "RETURN",
+        ]));
+    }
     let lo = family.loopback().to_string();
     rules.push(rule(&[CHAIN_OUTPUT, "-d", &lo, "-j", "RETURN"]));
     for port in &config.exclude_ports {
@@ -854,6 +885,8 @@ mod tests {
                 family: Family::V4,
                 present: &[
                     "OUTPUT -j ISTIO_OUTPUT_DNS",
+                    "ISTIO_OUTPUT_DNS -m mark --mark 5432 -j RETURN",
+                    "ISTIO_OUTPUT -m mark --mark 5432 -j RETURN",
                     "ISTIO_OUTPUT_DNS -p udp --dport 53 -m owner --uid-owner 1337 -j RETURN",
                     "ISTIO_OUTPUT_DNS -p udp --dport 53 -m owner --gid-owner 1337 -j RETURN",
                     "ISTIO_OUTPUT_DNS -p tcp --dport 53 -m owner --uid-owner 1337 -j RETURN",
