@@ -36,14 +36,14 @@ static MARK_WARNED: AtomicBool = AtomicBool::new(false);
 /// A non-blocking socket towards `server`, marked with [`DNS_UPSTREAM_MARK`] when allowed.
 fn marked_socket(server: SocketAddr, ty: Type, proto: Protocol) -> std::io::Result<Socket> {
     let sock = Socket::new(Domain::for_address(server), ty, Some(proto))?;
-    if let Err(e) = sock.set_mark(DNS_UPSTREAM_MARK) {
-        if !MARK_WARNED.swap(true, Ordering::Relaxed) {
-            tracing::warn!(
-                error = %e,
-                "cannot mark upstream DNS sockets (needs CAP_NET_ADMIN); with DNS capture \
-                 the proxy's own queries would be redirected back to it"
-            );
-        }
+    if let Err(e) = sock.set_mark(DNS_UPSTREAM_MARK)
+        && !MARK_WARNED.swap(true, Ordering::Relaxed)
+    {
+        tracing::warn!(
+            error = %e,
+            "cannot mark upstream DNS sockets (needs CAP_NET_ADMIN); with DNS capture \
+             the proxy's own queries would be redirected back to it"
+        );
     }
     sock.set_nonblocking(true)?;
     Ok(sock)
