@@ -415,12 +415,14 @@ fn dedupe_services<'s>(
     all: impl Iterator<Item = &'s Arc<Service>>,
     proxy_ns: &str,
 ) -> Vec<Arc<Service>> {
-    let mut order: Vec<String> = Vec::new();
-    let mut by_host: HashMap<String, Vec<&'s Arc<Service>>> = HashMap::new();
+    let all = all.into_iter();
+    let hint = all.size_hint().0;
+    let mut order: Vec<&'s str> = Vec::with_capacity(hint);
+    let mut by_host: HashMap<&'s str, Vec<&'s Arc<Service>>> = HashMap::with_capacity(hint);
     for s in all {
-        let v = by_host.entry(s.hostname.clone()).or_default();
+        let v = by_host.entry(s.hostname.as_str()).or_default();
         if v.is_empty() {
-            order.push(s.hostname.clone());
+            order.push(s.hostname.as_str());
         }
         if !v.iter().any(|x| Arc::ptr_eq(x, s)) {
             v.push(s);
@@ -428,7 +430,7 @@ fn dedupe_services<'s>(
     }
     let mut out = Vec::with_capacity(order.len());
     for h in order {
-        let Some(group) = by_host.get(&h) else {
+        let Some(group) = by_host.get(h) else {
             continue;
         };
         let Some(first) = group
