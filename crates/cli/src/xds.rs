@@ -133,6 +133,21 @@ pub fn generate(set: &ConfigSet, mesh: &MeshConfig, proxy: &Proxy) -> ProxyConfi
     generator::generate(&scope)
 }
 
+/// [`generate`], plus the service ports that lose their listener to another service
+/// (`entryway_xds::generator::lds::listener_conflicts`), printed as warnings by `xds dump`.
+pub fn generate_checked(
+    set: &ConfigSet,
+    mesh: &MeshConfig,
+    proxy: &Proxy,
+) -> (ProxyConfig, Vec<generator::lds::ListenerConflict>) {
+    let registry = Registry::build(set, mesh);
+    let scope = ProxyScope::new(&registry, mesh, proxy);
+    (
+        generator::generate(&scope),
+        generator::lds::listener_conflicts(&scope),
+    )
+}
+
 /// A static bootstrap (JSON) serving `cfg` with no management server.
 pub fn static_bootstrap(
     cfg: &ProxyConfig,
@@ -176,7 +191,10 @@ pub fn run_dump(args: &DumpArgs, out: &mut dyn Write, err: &mut dyn Write) -> u8
     if unreadable {
         return 2;
     }
-    let cfg = generate(&set, &mesh, &proxy);
+    let (cfg, conflicts) = generate_checked(&set, &mesh, &proxy);
+    for c in &conflicts {
+        let _ = writeln!(err, "warning: {c}");
+    }
     let result = if args.bootstrap {
         static_bootstrap(&cfg, &proxy, args.admin_port)
             .and_then(|v| serde_json::to_string_pretty(&v).map_err(|e| e.to_string()))

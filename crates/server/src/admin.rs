@@ -452,7 +452,39 @@ fn configz(shared: &Shared) -> Value {
             ..ConfigStatus::default()
         }
     };
-    serde_json::to_value(&status).unwrap_or(Value::Null)
+    let mut value = serde_json::to_value(&status).unwrap_or(Value::Null);
+    if let Value::Object(map) = &mut value {
+        map.insert(
+            "listener_conflicts".to_string(),
+            Value::Array(listener_conflicts(shared, &snap)),
+        );
+    }
+    value
+}
+
+/// Per connected proxy, the service ports that lose their listener to another service
+/// (e.g. two TCP ServiceEntries without addresses on one port when the proxy does not
+/// capture DNS): each names the listener, the entry that keeps it and the one that loses.
+fn listener_conflicts(shared: &Shared, snap: &crate::snapshot::Snapshot) -> Vec<Value> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    for (_, proxy, status) in proxies(shared).into_iter().rev() {
+        if !seen.insert(status.node_id.clone()) {
+            continue;
+        }
+        let scope = ProxyScope::new(&snap.registry, &snap.mesh, &proxy);
+        for c in entryway_xds::generator::lds::listener_conflicts(&scope) {
+            out.push(json!({
+                "proxy": status.node_id,
+                "listener": c.listener,
+                "port": c.port,
+                "kept": c.kept,
+                "dropped": c.dropped,
+                "message": c.to_string(),
+            }));
+        }
+    }
+    out
 }
 
 /// The admin server, bound and ready to serve.

@@ -70,6 +70,7 @@ pub fn listeners(scope: &ProxyScope<'_>) -> Vec<Listener> {
         services: &services,
         rules: DrCache::new(scope),
         entries: HashMap::new(),
+        shadowed: Vec::new(),
     };
     for index in 0..scope.egress.len() {
         b.egress_listener(index);
@@ -366,6 +367,8 @@ struct Entry {
     keys: HashMap<u64, usize>,
     collisions: Vec<usize>,
     locked: bool,
+    /// The service that created the entry ([`service_label`]).
+    owner: String,
 }
 
 impl Entry {
@@ -373,12 +376,15 @@ impl Entry {
     /// are dropped (the first service wins). Also used for the chains of a new entry:
     /// Istio keeps duplicate matches there (e.g. two VirtualService `tls` matches listing
     /// the same SNI names in another order), which Envoy rejects; the first one is kept.
-    fn merge_chains(&mut self, incoming: Vec<ChainOpts>) {
+    /// Returns how many incoming chains were dropped.
+    fn merge_chains(&mut self, incoming: Vec<ChainOpts>) -> usize {
+        let mut dropped = 0;
         for c in incoming {
             let h = c.match_hash();
             let same = |j: &usize| self.chains.get(*j).is_some_and(|e| e.same_match(&c));
             let first = self.keys.get(&h);
             if first.is_some_and(same) || self.collisions.iter().any(same) {
+                dropped += 1;
                 continue;
             }
             if first.is_some() {
@@ -388,6 +394,7 @@ impl Entry {
             }
             self.chains.push(c);
         }
+        dropped
     }
 }
 
@@ -409,6 +416,63 @@ struct Builder<'a, 's> {
     services: &'a HashMap<&'a str, &'a Arc<Service>>,
     rules: DrCache<'a>,
     entries: HashMap<u32, HashMap<String, Entry>>,
+    /// Service ports whose chains were all dropped because an earlier service already
+    /// holds the same match on the same listener (reported by [`listener_conflicts`]).
+    shadowed: Vec<ListenerConflict>,
+}
+
+/// A service port that gets no traffic on a listener: every filter chain it would add has
+/// the same match as a chain of an earlier service (Istio keeps the first; e.g. two TCP
+/// ServiceEntries without addresses on one port both want `0.0.0.0_<port>`'s match-all
+/// chain). With DNS capture, auto-allocated addresses give each its own listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerConflict {
+    /// The listener, e.g. `0.0.0.0_9000`.
+    pub listener: String,
+    /// The port.
+    pub port: u32,
+    /// The service that keeps the listener: `namespace/serviceentry (hostname)`.
+    pub kept: String,
+    /// The service that loses it.
+    pub dropped: String,
+}
+
+impl std::fmt::Display for ListenerConflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "listener {}: {} is shadowed by {} (same filter chain match on port {}; the \
+             first created wins). Give the entries addresses, or enable DNS capture so \
+             they get auto-allocated ones",
+            self.listener, self.dropped, self.kept, self.port
+        )
+    }
+}
+
+fn service_label(svc: &Service) -> String {
+    format!("{}/{} ({})", svc.namespace, svc.se_name, svc.hostname)
+}
+
+/// The service ports that lose their listener to an earlier service (see
+/// [`ListenerConflict`]), in build order. Builds the listeners as [`listeners`] does.
+pub fn listener_conflicts(scope: &ProxyScope<'_>) -> Vec<ListenerConflict> {
+    let services = if needs_service_index(scope) {
+        service_index(scope)
+    } else {
+        HashMap::new()
+    };
+    let mut b = Builder {
+        scope,
+        wildcard: wildcard(scope),
+        services: &services,
+        rules: DrCache::new(scope),
+        entries: HashMap::new(),
+        shadowed: Vec::new(),
+    };
+    for index in 0..scope.egress.len() {
+        b.egress_listener(index);
+    }
+    b.shadowed
 }
 
 impl<'a, 's> Builder<'a, 's> {
@@ -635,6 +699,7 @@ impl<'a, 's> Builder<'a, 's> {
                     keys: HashMap::new(),
                     collisions: Vec::new(),
                     locked: false,
+                    owner: service_label(svc),
                 };
                 entry.merge_chains(opts);
                 self.entries
@@ -649,8 +714,18 @@ impl<'a, 's> Builder<'a, 's> {
                 }
             }
             Conflict::TcpOverTcp | Conflict::TcpOverAuto => {
-                if let Some(e) = self.entry_mut(&bind, port.number) {
-                    e.merge_chains(opts);
+                let incoming = opts.len();
+                if let Some(e) = self.entry_mut(&bind, port.number)
+                    && incoming > 0
+                    && e.merge_chains(opts) == incoming
+                {
+                    let conflict = ListenerConflict {
+                        listener: listener_name(e.bind.primary(), e.port),
+                        port: e.port,
+                        kept: e.owner.clone(),
+                        dropped: service_label(svc),
+                    };
+                    self.shadowed.push(conflict);
                 }
             }
         }

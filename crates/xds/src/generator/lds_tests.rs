@@ -638,6 +638,86 @@ fn auto_allocated_address_used_with_dns_capture() {
     );
 }
 
+#[test]
+fn two_tcp_entries_without_addresses_on_one_port_conflict_unless_dns_capture() {
+    use super::listener_conflicts;
+    let yaml = testdata_like_conflict();
+    let conflicts = with_scope(
+        &yaml,
+        &MeshConfig::default(),
+        &Proxy::in_namespace("default"),
+        listener_conflicts,
+    );
+    assert_eq!(conflicts.len(), 1, "{conflicts:?}");
+    let c = &conflicts[0];
+    assert_eq!(c.listener, "0.0.0.0_9000");
+    assert_eq!(c.port, 9000);
+    assert_eq!(c.kept, "default/first (first.example.com)");
+    assert_eq!(c.dropped, "default/second (second.example.com)");
+    let text = c.to_string();
+    assert!(
+        text.contains("first.example.com") && text.contains("second.example.com"),
+        "{text}"
+    );
+    // The listener the report names has one match-all chain: the first entry's.
+    let ls = lds(&yaml);
+    let l = listener_json(&ls, "0.0.0.0_9000");
+    let chains = l["filter_chains"].as_array().expect("chains");
+    assert_eq!(chains.len(), 1, "{l}");
+    assert!(
+        chains[0].to_string().contains("first.example.com")
+            && !chains[0].to_string().contains("second.example.com"),
+        "{l}"
+    );
+
+    // With DNS capture each gets an auto-allocated address and its own listener.
+    let mut proxy = Proxy::in_namespace("default");
+    proxy.dns_capture = true;
+    let conflicts = with_scope(&yaml, &MeshConfig::default(), &proxy, listener_conflicts);
+    assert!(conflicts.is_empty(), "{conflicts:?}");
+    let ls = with_scope(&yaml, &MeshConfig::default(), &proxy, listeners);
+    assert_eq!(
+        names(&ls).iter().filter(|n| n.ends_with("_9000")).count(),
+        2,
+        "{:?}",
+        names(&ls)
+    );
+
+    // Entries with distinct addresses do not conflict.
+    let distinct = format!(
+        "{}{}",
+        se(
+            "a",
+            "  hosts: [a.example.com]\n  addresses: [192.0.2.1]\n  ports: [{number: 9000, name: tcp, protocol: TCP}]\n  resolution: DNS"
+        ),
+        se(
+            "b",
+            "  hosts: [b.example.com]\n  addresses: [192.0.2.2]\n  ports: [{number: 9000, name: tcp, protocol: TCP}]\n  resolution: DNS"
+        )
+    );
+    let conflicts = with_scope(
+        &distinct,
+        &MeshConfig::default(),
+        &Proxy::in_namespace("default"),
+        listener_conflicts,
+    );
+    assert!(conflicts.is_empty(), "{conflicts:?}");
+}
+
+fn testdata_like_conflict() -> String {
+    format!(
+        "{}{}",
+        se(
+            "first",
+            "  hosts: [first.example.com]\n  ports: [{number: 9000, name: tcp, protocol: TCP}]\n  resolution: DNS"
+        ),
+        se(
+            "second",
+            "  hosts: [second.example.com]\n  ports: [{number: 9000, name: tcp, protocol: TCP}]\n  resolution: DNS"
+        )
+    )
+}
+
 /// Timing of listener and route generation for 10,000 ServiceEntries (the shape of
 /// `benches/generate_10k.rs`). Run with
 /// `cargo test --release -p entryway-xds --lib generator::lds::tests::perf -- --ignored --nocapture`.
