@@ -67,14 +67,18 @@ pub fn clusters(scope: &ProxyScope<'_>) -> Vec<Cluster> {
 pub(crate) struct ClusterEnv {
     family: DnsLookupFamily,
     dns_resolver: core::TypedExtensionConfig,
+    /// `dns_resolver`, encoded (spliced into DNS clusters in direct mode).
+    pub(crate) dns_resolver_bytes: Vec<u8>,
 }
 
 impl ClusterEnv {
     /// The shared pieces for `scope`'s proxy.
     pub(crate) fn new(scope: &ProxyScope<'_>) -> ClusterEnv {
+        let dns_resolver = dns_resolver_config();
         ClusterEnv {
             family: dns_lookup_family(scope.proxy),
-            dns_resolver: dns_resolver_config(),
+            dns_resolver_bytes: prost::Message::encode_to_vec(&dns_resolver),
+            dns_resolver,
         }
     }
 }
@@ -102,6 +106,9 @@ pub(crate) struct Direct {
 pub(crate) const METADATA_FIELD: u32 = 25;
 /// `Cluster.load_assignment`.
 pub(crate) const LOAD_ASSIGNMENT_FIELD: u32 = 33;
+/// `Cluster.typed_dns_resolver_config`: in direct mode an empty placeholder, to be replaced
+/// by [`ClusterEnv::dns_resolver_bytes`].
+pub(crate) const DNS_RESOLVER_FIELD: u32 = 55;
 
 /// The outbound clusters of one service, in [`clusters`] order, handed to `emit` one at a
 /// time (so a caller may encode and drop each before the next is built). With `direct`,
@@ -412,7 +419,11 @@ impl ServiceBuilder<'_, '_> {
                 }
                 if dtype != DiscoveryType::Static {
                     c.dns_lookup_family = self.family as i32;
-                    c.typed_dns_resolver_config = Some(self.dns_resolver.clone());
+                    c.typed_dns_resolver_config = Some(if self.direct {
+                        core::TypedExtensionConfig::default()
+                    } else {
+                        self.dns_resolver.clone()
+                    });
                     c.dns_jitter = Some(Duration {
                         seconds: 0,
                         nanos: DNS_JITTER_NANOS,
