@@ -51,6 +51,33 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::transport::server::TcpIncoming;
 
+/// The allocator under test (see the module comment); its statistics tell live heap bytes
+/// from memory the allocator keeps.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's (allocated, resident) bytes: live heap, and pages it holds.
+fn heap() -> (u64, u64) {
+    use tikv_jemalloc_ctl::{epoch, stats};
+    if epoch::advance().is_err() {
+        return (0, 0);
+    }
+    let allocated = stats::allocated::read().unwrap_or(0) as u64;
+    let resident = stats::resident::read().unwrap_or(0) as u64;
+    (allocated, resident)
+}
+
+/// One line of memory figures.
+fn memory(label: &str) -> String {
+    let (allocated, resident) = heap();
+    format!(
+        "{label}: RSS {:.1} MiB, heap live {:.1} MiB, allocator resident {:.1} MiB",
+        mib(vm_kib("VmRSS:")),
+        allocated as f64 / (1 << 20) as f64,
+        resident as f64 / (1 << 20) as f64
+    )
+}
+
 const FILE_CHUNK: usize = 100;
 /// Bound of every wait.
 const BOUND: Duration = Duration::from_secs(600);
@@ -168,9 +195,10 @@ fn now_nanos() -> u128 {
 const WINDOW: u32 = 256 << 20;
 
 async fn open_channel(addr: SocketAddr) -> BenchResult<Channel> {
+    let window = env_usize("ENTRYWAY_FANOUT_CLIENT_WINDOW", WINDOW as usize) as u32;
     Ok(Channel::from_shared(format!("http://{addr}"))?
-        .initial_stream_window_size(WINDOW)
-        .initial_connection_window_size(WINDOW)
+        .initial_stream_window_size(window)
+        .initial_connection_window_size(window)
         .connect()
         .await?)
 }
@@ -451,6 +479,7 @@ async fn run() -> BenchResult<()> {
     let proxy = Proxy::in_namespace("default");
     let mut samples = Vec::new();
     let mut counts = [0usize; 4];
+    let mut sizes = [(0usize, 0usize); 4];
     for _ in 0..3 {
         let t = Instant::now();
         let scope = ProxyScope::new(&snapshot.registry, &snapshot.mesh, &proxy);
@@ -458,6 +487,17 @@ async fn run() -> BenchResult<()> {
         let g = Generated::build(snapshot.version, &cfg, None);
         samples.push(t.elapsed());
         counts = Kind::PUSH_ORDER.map(|k| g.set(k).entries.len());
+        sizes = Kind::PUSH_ORDER.map(|k| {
+            let set = g.set(k);
+            (
+                set.entries.values().map(|r| r.body.len()).sum::<usize>(),
+                set.entries
+                    .values()
+                    .map(|r| r.body.len())
+                    .max()
+                    .unwrap_or(0),
+            )
+        });
     }
     samples.sort();
     let baseline = samples[samples.len() / 2];
@@ -468,17 +508,28 @@ async fn run() -> BenchResult<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let server = AdsServer::new(Arc::clone(&shared), AdsOptions::default(), stop_rx);
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let tonic_encoder = std::env::var("ENTRYWAY_FANOUT_ENCODER").is_ok_and(|v| v == "tonic");
     let serving = tokio::spawn(async move {
         let mut stop = stop_tx.subscribe();
-        tonic::transport::Server::builder()
-            .add_service(server.into_service())
-            .serve_with_incoming_shutdown(incoming, async move {
-                let _ = stop.changed().await;
-            })
-            .await
+        let stopped = async move {
+            let _ = stop.changed().await;
+        };
+        let mut builder = tonic::transport::Server::builder();
+        if tonic_encoder {
+            builder
+                .add_service(server.into_tonic_service())
+                .serve_with_incoming_shutdown(incoming, stopped)
+                .await
+        } else {
+            builder
+                .add_service(server.into_service())
+                .serve_with_incoming_shutdown(incoming, stopped)
+                .await
+        }
     });
 
     let rss_before = vm_kib("VmRSS:");
+    let mem_before = memory("before streams");
     let hwm_before = vm_kib("VmHWM:");
     let t_connect = now_nanos();
     let started = Instant::now();
@@ -502,6 +553,14 @@ async fn run() -> BenchResult<()> {
     wait_acked(&shared, streams).await?;
     let initial_acked = started.elapsed();
     let rss_after = vm_kib("VmRSS:");
+    let mut mem = vec![mem_before, memory("after the initial sync")];
+    // Idle: what the allocator gives back on its own (jemalloc purges dirty pages by decay).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    mem.push(memory("after a further idle second"));
+    if std::env::var_os("ENTRYWAY_FANOUT_EXIT_AFTER_SYNC").is_some() {
+        eprintln!("{mem:?}");
+        std::process::exit(0);
+    }
 
     // The change: ServiceEntry 0 moves its HTTP port (CDS and LDS change for every proxy).
     let version_before = store.version();
@@ -534,6 +593,16 @@ async fn run() -> BenchResult<()> {
         out,
         "fanout: {streams} streams ({mode}), {services} ServiceEntries; per proxy {} clusters, {} endpoints, {} listeners, {} routes; clients in a child process",
         counts[0], counts[1], counts[2], counts[3]
+    );
+    let _ = writeln!(
+        out,
+        "encoded per proxy (total / largest resource, KiB): {}",
+        Kind::PUSH_ORDER
+            .iter()
+            .zip(sizes)
+            .map(|(k, (total, max))| format!("{k} {} / {}", total >> 10, max >> 10))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     let _ = writeln!(
         out,
@@ -594,8 +663,13 @@ async fn run() -> BenchResult<()> {
     }
     let _ = writeln!(
         out,
-        "Delta responses split at {} KiB\ncontrol-plane RSS: before streams {:.1} MiB (VmHWM {:.1} MiB, from loading the store), after connecting {:.1} MiB (+{:.1} KiB per stream), after the change {:.1} MiB; VmHWM at the end {:.1} MiB",
+        "Delta responses split at {} KiB; responses encoded by {}\ncontrol-plane RSS: before streams {:.1} MiB (VmHWM {:.1} MiB, from loading the store), after connecting {:.1} MiB (+{:.1} KiB per stream), after the change {:.1} MiB; VmHWM at the end {:.1} MiB",
         entryway_server::ads::delta::max_response_bytes() >> 10,
+        if tonic_encoder {
+            "tonic's per-stream encoder (ENTRYWAY_FANOUT_ENCODER=tonic)"
+        } else {
+            "Entryway's framing (ads::grpc)"
+        },
         mib(rss_before),
         mib(hwm_before),
         mib(rss_after),
@@ -603,6 +677,10 @@ async fn run() -> BenchResult<()> {
         mib(rss_end),
         mib(hwm)
     );
+    for m in mem {
+        let _ = writeln!(out, "{m}");
+    }
+    let _ = writeln!(out, "{}", memory("at the end"));
     print!("{out}");
 
     child.start_kill()?;

@@ -18,6 +18,9 @@
 //!   only to streams that ask for it (the agent's DNS proxy), after the Envoy types.
 //! - [`stream`]: the per-stream task (I/O, `/debug/syncz` status, metrics).
 //!
+//! - [`grpc`]: the gRPC service, framing each response in its own allocation (tonic's
+//!   encoder kept a buffer as large as a stream's largest response for the stream's life).
+//!
 //! Start it with [`serve`] (or [`AdsServer::into_service`] to mount it on another tonic
 //! server). Streams end when the shutdown future resolves, so a graceful shutdown does not
 //! wait for proxies to disconnect.
@@ -26,6 +29,7 @@ pub mod ack;
 pub mod cache;
 pub mod canonical;
 pub mod delta;
+pub mod grpc;
 pub mod nds;
 pub mod node;
 pub mod resources;
@@ -118,12 +122,23 @@ impl AdsServer {
         &self.ctx.cache
     }
 
-    /// As a tonic service, accepting requests up to [`MAX_REQUEST_BYTES`].
-    pub fn into_service(self) -> AggregatedDiscoveryServiceServer<AdsServer> {
+    /// As a service for a tonic server, accepting requests up to [`MAX_REQUEST_BYTES`]; each
+    /// response is framed in its own allocation (see [`grpc`]).
+    pub fn into_service(self) -> grpc::AdsService {
+        grpc::AdsService::new(self)
+    }
+
+    /// As tonic's generated service (tonic encodes the responses). Kept for comparison in
+    /// benchmarks: it holds a buffer as large as each stream's largest response.
+    pub fn into_tonic_service(self) -> AggregatedDiscoveryServiceServer<AdsServer> {
         AggregatedDiscoveryServiceServer::new(self).max_decoding_message_size(MAX_REQUEST_BYTES)
     }
 
-    fn start<P: Protocol>(&self, requests: Streaming<P::Req>) -> ResponseStream<P::Resp> {
+    /// Starts the task of one stream; its responses come out of the returned queue.
+    fn spawn<P: Protocol>(
+        &self,
+        requests: Streaming<P::Req>,
+    ) -> mpsc::Receiver<stream::Outgoing<P::Resp>> {
         let (tx, rx) = mpsc::channel(STREAM_QUEUE);
         tokio::spawn(stream::run::<P>(
             Arc::clone(&self.ctx),
@@ -131,8 +146,12 @@ impl AdsServer {
             tx,
             self.stop.clone(),
         ));
+        rx
+    }
+
+    fn start<P: Protocol>(&self, requests: Streaming<P::Req>) -> ResponseStream<P::Resp> {
         Box::pin(tokio_stream::StreamExt::map(
-            ReceiverStream::new(rx),
+            ReceiverStream::new(self.spawn::<P>(requests)),
             stream::Outgoing::into_item,
         ))
     }

@@ -99,9 +99,9 @@ impl<R> Outgoing<R> {
 /// A protocol state machine.
 pub trait Protocol: Default + Send + 'static {
     /// Request message.
-    type Req: Send + 'static;
+    type Req: prost::Message + Default + Send + 'static;
     /// Response message.
-    type Resp: Send + 'static;
+    type Resp: prost::Message + Send + 'static;
     /// `sotw` or `delta`.
     const NAME: &'static str;
     /// The node of a request.
