@@ -12,18 +12,21 @@
 //! the machine's cores with it), and a baseline measured in the same run — generating and encoding one
 //! proxy's configuration once — so results can be quoted as ratios.
 //!
-//! Reading the RSS figure: it grows by about one full configuration per stream (3.2 MiB per
-//! stream at 1,000 ServiceEntries; at 10,000 it passed 21 GiB while the initial sync was still
-//! running). Measured not to be tonic's per-stream encode buffer (Delta responses split at 256
-//! KiB, `ENTRYWAY_FANOUT_DELTA_CHUNK`, leave it unchanged) nor concurrently materialised pushes
-//! (bounded by the stream module's push slots, unchanged) nor glibc's dynamic mmap threshold
-//! (`GLIBC_TUNABLES=glibc.malloc.mmap_threshold=131072`, unchanged); still open. Candidates:
-//! data h2 buffers for clients that have not read it yet (the clients open 256 MiB windows
-//! and share two cores with the server), then allocator retention.
+//! Reading the memory figures: the bench runs on jemalloc so it can print the live heap next
+//! to RSS. Retention per stream was tonic's per-stream encode buffer, which kept an allocation
+//! of one to three times the stream's largest response (the outbound listener is 0.4 MB at
+//! 1,000 ServiceEntries, a SotW CDS is the whole CDS) for the life of the stream, whatever the
+//! Delta chunk size or the client windows: 1,000 SEs x 1,000 Delta streams, live heap after the
+//! sync 1,139 MiB with `ENTRYWAY_FANOUT_ENCODER=tonic`, 161 MiB with the server's own framing
+//! (`ads::grpc`, the default). RSS after the sync is still the sync's peak (in-flight
+//! responses in the stream queues and h2 buffers), which the allocator keeps.
 //!
 //! Environment: `ENTRYWAY_FANOUT_STREAMS` (default 1000), `ENTRYWAY_FANOUT_SERVICES`
 //! (default 1000), `ENTRYWAY_FANOUT_MODE` = `mixed` (default) | `sotw` | `delta`,
-//! `ENTRYWAY_FANOUT_DELTA_CHUNK` (bytes; Delta response split size, default 256 KiB).
+//! `ENTRYWAY_FANOUT_DELTA_CHUNK` (bytes; Delta response split size, default 256 KiB),
+//! `ENTRYWAY_FANOUT_ENCODER=tonic` (tonic's generated server instead of `ads::grpc`),
+//! `ENTRYWAY_FANOUT_CLIENT_WINDOW` (clients' HTTP/2 windows, default 256 MiB as Envoy),
+//! `ENTRYWAY_FANOUT_EXIT_AFTER_SYNC` (exit after the sync, for heap profiles).
 //!
 //! Run: `cargo bench -p entryway-server --bench fanout`.
 
