@@ -740,4 +740,3 @@ fn duplicate_chain_matches_of_one_service_are_dropped() {
         "outbound|443||de.wikipedia.org"
     );
 }
-
