@@ -111,10 +111,27 @@ impl AdsServer {
             ctx: Arc::new(Context {
                 shared,
                 cache: Cache::new(options.generate_hook),
+                budget: Arc::new(grpc::Budget::new(grpc::DEFAULT_PUSH_BUDGET)),
                 next_conn: AtomicU64::new(1),
             }),
             stop,
         }
+    }
+
+    /// With a push budget of `bytes` instead of [`grpc::DEFAULT_PUSH_BUDGET`] (see
+    /// [`grpc::Budget`]). Call it before serving: streams already started keep the old one.
+    pub fn with_push_budget(mut self, bytes: usize) -> AdsServer {
+        let budget = Arc::new(grpc::Budget::new(bytes));
+        match Arc::get_mut(&mut self.ctx) {
+            Some(ctx) => ctx.budget = budget,
+            None => tracing::warn!("the push budget cannot change once the server is shared"),
+        }
+        self
+    }
+
+    /// The push budget (benchmarks read its figures).
+    pub fn budget(&self) -> Arc<grpc::Budget> {
+        Arc::clone(&self.ctx.budget)
     }
 
     /// The generation cache (tests and benchmarks inspect it).
@@ -138,7 +155,7 @@ impl AdsServer {
     fn spawn<P: Protocol>(
         &self,
         requests: Streaming<P::Req>,
-    ) -> mpsc::Receiver<stream::Outgoing<P::Resp>> {
+    ) -> mpsc::Receiver<stream::Outgoing<P::Pending>> {
         let (tx, rx) = mpsc::channel(STREAM_QUEUE);
         tokio::spawn(stream::run::<P>(
             Arc::clone(&self.ctx),
@@ -152,7 +169,7 @@ impl AdsServer {
     fn start<P: Protocol>(&self, requests: Streaming<P::Req>) -> ResponseStream<P::Resp> {
         Box::pin(tokio_stream::StreamExt::map(
             ReceiverStream::new(self.spawn::<P>(requests)),
-            stream::Outgoing::into_item,
+            |out| out.into_item().map(P::materialise),
         ))
     }
 }

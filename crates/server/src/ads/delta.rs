@@ -72,7 +72,16 @@ pub struct Delta {
 impl Protocol for Delta {
     type Req = DeltaDiscoveryRequest;
     type Resp = DeltaDiscoveryResponse;
+    type Pending = DeltaPending;
     const NAME: &'static str = "delta";
+
+    fn size_hint(p: &DeltaPending) -> usize {
+        p.size_hint()
+    }
+
+    fn materialise(p: DeltaPending) -> DeltaDiscoveryResponse {
+        p.materialise()
+    }
 
     fn node(req: &DeltaDiscoveryRequest) -> Option<&Node> {
         req.node.as_ref()
@@ -189,12 +198,12 @@ impl Protocol for Delta {
         }
     }
 
-    fn flush(
+    fn plan(
         &mut self,
         generated: &Generated,
         cache: &Cache,
         events: &mut Vec<Event>,
-    ) -> Vec<DeltaDiscoveryResponse> {
+    ) -> Vec<DeltaPending> {
         let mut out = Vec::new();
         for kind in Kind::PUSH_ORDER {
             let st = &mut self.types[kind.index()];
@@ -251,24 +260,12 @@ impl Protocol for Delta {
                 self.nonce += 1;
                 let nonce = self.nonce.to_string();
                 let (updates, removed) = (&updates[u], &diff.removed[r]);
-                out.push(DeltaDiscoveryResponse {
-                    system_version_info: version.clone(),
-                    resources: updates
-                        .iter()
-                        .map(|r| XdsResource {
-                            name: r.name.to_string(),
-                            version: r.version.to_string(),
-                            resource: Some(Any {
-                                type_url: kind.type_url().to_string(),
-                                value: r.body.clone(),
-                            }),
-                            ..Default::default()
-                        })
-                        .collect(),
-                    type_url: kind.type_url().to_string(),
-                    removed_resources: removed.iter().map(|n| n.to_string()).collect(),
+                out.push(DeltaPending {
+                    kind,
+                    version: version.clone(),
                     nonce: nonce.clone(),
-                    ..Default::default()
+                    updates: updates.to_vec(),
+                    removed: removed.to_vec(),
                 });
                 events.push(Event::Sent {
                     kind,
@@ -291,6 +288,61 @@ impl Protocol for Delta {
             }
         }
         out
+    }
+}
+
+/// A planned Delta response: the resources (shared with the generation) and removed names of
+/// one chunk. Materialising copies the bodies into a [`DeltaDiscoveryResponse`].
+pub struct DeltaPending {
+    kind: Kind,
+    version: String,
+    nonce: String,
+    updates: Vec<Arc<Resource>>,
+    removed: Vec<Arc<str>>,
+}
+
+impl DeltaPending {
+    /// An upper bound of the encoded response's size.
+    pub fn size_hint(&self) -> usize {
+        let type_url = self.kind.type_url().len();
+        let header =
+            field_len(self.version.len()) + field_len(type_url) + field_len(self.nonce.len());
+        header
+            + self
+                .updates
+                .iter()
+                .map(|r| resource_len(self.kind, r))
+                .sum::<usize>()
+            + self
+                .removed
+                .iter()
+                .map(|n| field_len(n.len()))
+                .sum::<usize>()
+    }
+
+    /// The response message.
+    pub fn materialise(self) -> DeltaDiscoveryResponse {
+        let type_url = self.kind.type_url();
+        DeltaDiscoveryResponse {
+            system_version_info: self.version,
+            resources: self
+                .updates
+                .iter()
+                .map(|r| XdsResource {
+                    name: r.name.to_string(),
+                    version: r.version.to_string(),
+                    resource: Some(Any {
+                        type_url: type_url.to_string(),
+                        value: r.body.clone(),
+                    }),
+                    ..Default::default()
+                })
+                .collect(),
+            type_url: type_url.to_string(),
+            removed_resources: self.removed.iter().map(|n| n.to_string()).collect(),
+            nonce: self.nonce,
+            ..Default::default()
+        }
     }
 }
 

@@ -14,17 +14,39 @@
 //! message), which h2 drops once it has written it; an idle stream holds no response bytes.
 //! Requests are still decoded by tonic's [`Streaming`] (they are small), and the protocol
 //! logic is unchanged ([`super::stream::run`]).
+//!
+//! # Push budget
+//!
+//! The stream task queues *planned* responses ([`Protocol::Pending`]: pointers to the
+//! generated resources). A response is materialised (message, then frame) only when h2 asks
+//! the body for its next frame — which hyper does only when the stream has send capacity
+//! (flow-control window and room in h2's per-stream send buffer, 400 KiB by default) — and
+//! only after taking its size from the process's [`Budget`] of bytes. The frame carries the
+//! reservation and gives it back when h2 drops it: once its last byte is written to the
+//! socket, or when the stream or connection ends (h2 discards what it had buffered). So the
+//! bytes of materialised, unwritten responses across all streams stay within the budget
+//! (a response larger than the whole budget takes all of it, alone).
+//!
+//! Policy for proxies that stop reading: such a stream keeps its reservation (at most h2's
+//! buffer plus one response) until its stream ends. Other streams wait for budget without a
+//! deadline while budget is being released anywhere (load: everyone is served in FIFO
+//! order); if nothing has been released for [`BUDGET_STALL`] — the budget is held by
+//! streams that do not read — a waiting response goes out without a reservation (counted in
+//! [`Budget::overdrafts`]), so stuck proxies can delay the others by at most that.
 
 use std::convert::Infallible;
-use std::future::{Ready, ready};
+use std::future::{Future, Ready, ready};
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http_body::Frame;
 use prost::Message;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tonic::body::Body;
 use tonic::codec::{Codec, Streaming};
 use tonic::server::NamedService;
@@ -83,21 +105,149 @@ fn respond<P: Protocol>(server: &AdsServer, body: Body) -> http::Response<Body> 
     let decoder = tonic_prost::ProstCodec::<P::Resp, P::Req>::default().decoder();
     let requests = Streaming::new_request(decoder, body, None, Some(MAX_REQUEST_BYTES));
     let rx = server.spawn::<P>(requests);
-    let mut response = http::Response::new(Body::new(ResponseBody { rx, done: false }));
+    let mut response = http::Response::new(Body::new(ResponseBody::<P> {
+        rx,
+        budget: server.budget(),
+        waiting: None,
+        done: false,
+    }));
     response
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
     response
 }
 
-/// The response stream: one DATA frame per queued response (each its own allocation), then
-/// the trailers (`grpc-status`) when the stream task ends or reports an error.
-struct ResponseBody<R> {
-    rx: mpsc::Receiver<Outgoing<R>>,
+/// Default size of the push budget.
+pub const DEFAULT_PUSH_BUDGET: usize = 64 << 20;
+/// How long a response waits for budget while none is released before it goes out without.
+pub const BUDGET_STALL: Duration = Duration::from_secs(2);
+/// Budget accounting unit (the semaphore counts KiB so that any response fits its `u32`).
+const UNIT: usize = 1 << 10;
+
+/// Bytes of responses materialised and not yet written, shared by all streams (see the
+/// module comment for the policy).
+pub struct Budget {
+    permits: Arc<Semaphore>,
+    units: u32,
+    epoch: Instant,
+    /// Milliseconds since `epoch` of the last release.
+    last_release: AtomicU64,
+    held: AtomicUsize,
+    peak: AtomicUsize,
+    overdrafts: AtomicU64,
+}
+
+impl Budget {
+    /// A budget of `bytes` (at least 1 MiB).
+    pub fn new(bytes: usize) -> Budget {
+        let units = u32::try_from(bytes.max(1 << 20) / UNIT).unwrap_or(u32::MAX >> 4);
+        Budget {
+            permits: Arc::new(Semaphore::new(units as usize)),
+            units,
+            epoch: Instant::now(),
+            last_release: AtomicU64::new(0),
+            held: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
+            overdrafts: AtomicU64::new(0),
+        }
+    }
+
+    /// The budget's size in bytes.
+    pub fn capacity(&self) -> usize {
+        self.units as usize * UNIT
+    }
+
+    /// Bytes reserved now (including responses sent without a reservation).
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// The most bytes reserved at once so far.
+    pub fn peak(&self) -> usize {
+        self.peak.load(Ordering::Relaxed)
+    }
+
+    /// Responses that went out without a reservation because the budget was stalled.
+    pub fn overdrafts(&self) -> u64 {
+        self.overdrafts.load(Ordering::Relaxed)
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Reserves `bytes` (all of the budget if it is larger), waiting as the module comment
+    /// says.
+    pub async fn reserve(self: Arc<Self>, bytes: usize) -> Reservation {
+        let units = u32::try_from(bytes.div_ceil(UNIT))
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.units);
+        let acquire = Arc::clone(&self.permits).acquire_many_owned(units);
+        tokio::pin!(acquire);
+        let permit = loop {
+            tokio::select! {
+                p = &mut acquire => break p.ok(),
+                _ = tokio::time::sleep(BUDGET_STALL) => {
+                    let idle = self.now_ms().saturating_sub(self.last_release.load(Ordering::Relaxed));
+                    if idle >= BUDGET_STALL.as_millis() as u64 {
+                        self.overdrafts.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(bytes, "push budget stalled; sending without a reservation");
+                        break None;
+                    }
+                }
+            }
+        };
+        let held = self.held.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        self.peak.fetch_max(held, Ordering::Relaxed);
+        Reservation {
+            budget: self,
+            bytes,
+            _permit: permit,
+        }
+    }
+}
+
+/// Bytes of a [`Budget`], given back on drop.
+pub struct Reservation {
+    budget: Arc<Budget>,
+    bytes: usize,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.budget.held.fetch_sub(self.bytes, Ordering::Relaxed);
+        let now = self.budget.now_ms();
+        self.budget.last_release.fetch_max(now, Ordering::Relaxed);
+    }
+}
+
+/// A frame's bytes with the budget they hold, released when h2 drops the frame.
+struct Reserved {
+    bytes: Vec<u8>,
+    _reservation: Reservation,
+}
+
+impl AsRef<[u8]> for Reserved {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+type Reserving = Pin<Box<dyn Future<Output = Reservation> + Send>>;
+
+/// The response stream: one DATA frame per queued response (materialised when h2 asks for
+/// it, within the budget, each in its own allocation), then the trailers (`grpc-status`)
+/// when the stream task ends or reports an error.
+struct ResponseBody<P: Protocol> {
+    rx: mpsc::Receiver<Outgoing<P::Pending>>,
+    budget: Arc<Budget>,
+    /// A response waiting for its reservation.
+    waiting: Option<(P::Pending, Reserving)>,
     done: bool,
 }
 
-impl<R: Message> http_body::Body for ResponseBody<R> {
+impl<P: Protocol> http_body::Body for ResponseBody<P> {
     type Data = Bytes;
     type Error = Status;
 
@@ -109,17 +259,37 @@ impl<R: Message> http_body::Body for ResponseBody<R> {
         if this.done {
             return Poll::Ready(None);
         }
-        let item = match this.rx.poll_recv(cx) {
+        if this.waiting.is_none() {
+            match this.rx.poll_recv(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(out)) => match out.into_item() {
+                    Ok(pending) => {
+                        let bytes = 5 + P::size_hint(&pending);
+                        let reserving = Box::pin(Arc::clone(&this.budget).reserve(bytes));
+                        this.waiting = Some((pending, reserving));
+                    }
+                    Err(status) => return this.end(&status),
+                },
+                Poll::Ready(None) => return this.end(&Status::ok("")),
+            }
+        }
+        let Some((_, reserving)) = this.waiting.as_mut() else {
+            return Poll::Pending;
+        };
+        let reservation = match reserving.as_mut().poll(cx) {
             Poll::Pending => return Poll::Pending,
-            Poll::Ready(Some(out)) => out.into_item(),
-            Poll::Ready(None) => Err(Status::ok("")),
+            Poll::Ready(r) => r,
         };
-        let status = match item.and_then(|m| encode_message(&m)) {
-            Ok(data) => return Poll::Ready(Some(Ok(Frame::data(data)))),
-            Err(status) => status,
+        let Some((pending, _)) = this.waiting.take() else {
+            return Poll::Pending;
         };
-        this.done = true;
-        Poll::Ready(Some(Ok(Frame::trailers(trailers(&status)))))
+        match encode_vec(&P::materialise(pending)) {
+            Ok(bytes) => Poll::Ready(Some(Ok(Frame::data(Bytes::from_owner(Reserved {
+                bytes,
+                _reservation: reservation,
+            }))))),
+            Err(status) => this.end(&status),
+        }
     }
 
     fn is_end_stream(&self) -> bool {
@@ -127,9 +297,20 @@ impl<R: Message> http_body::Body for ResponseBody<R> {
     }
 }
 
+impl<P: Protocol> ResponseBody<P> {
+    fn end(&mut self, status: &Status) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        self.done = true;
+        Poll::Ready(Some(Ok(Frame::trailers(trailers(status)))))
+    }
+}
+
 /// `m` as one length-prefixed gRPC message (uncompressed), in an allocation of exactly its
 /// size.
 pub fn encode_message<M: Message>(m: &M) -> Result<Bytes, Status> {
+    encode_vec(m).map(Bytes::from)
+}
+
+fn encode_vec<M: Message>(m: &M) -> Result<Vec<u8>, Status> {
     let len = m.encoded_len();
     let prefix = u32::try_from(len).map_err(|_| {
         Status::resource_exhausted(format!(
@@ -141,7 +322,7 @@ pub fn encode_message<M: Message>(m: &M) -> Result<Bytes, Status> {
     buf.extend_from_slice(&prefix.to_be_bytes());
     m.encode(&mut buf)
         .map_err(|e| Status::internal(format!("encoding a response: {e}")))?;
-    Ok(Bytes::from(buf))
+    Ok(buf)
 }
 
 fn trailers(status: &Status) -> http::HeaderMap {

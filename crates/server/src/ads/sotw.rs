@@ -18,7 +18,7 @@ use envoy_types::pb::google::protobuf::Any;
 
 use super::ack::{SotwRequest, classify_sotw};
 use super::cache::Cache;
-use super::resources::{Generated, Kind, NameSet, View};
+use super::resources::{Generated, Kind, NameSet, SotwBody, View};
 use super::stream::{Event, Protocol};
 
 #[derive(Debug, Default)]
@@ -49,7 +49,16 @@ pub struct Sotw {
 impl Protocol for Sotw {
     type Req = DiscoveryRequest;
     type Resp = DiscoveryResponse;
+    type Pending = SotwPending;
     const NAME: &'static str = "sotw";
+
+    fn size_hint(p: &SotwPending) -> usize {
+        p.size_hint()
+    }
+
+    fn materialise(p: SotwPending) -> DiscoveryResponse {
+        p.materialise()
+    }
 
     fn node(req: &DiscoveryRequest) -> Option<&Node> {
         req.node.as_ref()
@@ -120,12 +129,12 @@ impl Protocol for Sotw {
         st.names = Some(names);
     }
 
-    fn flush(
+    fn plan(
         &mut self,
         generated: &Generated,
         cache: &Cache,
         events: &mut Vec<Event>,
-    ) -> Vec<DiscoveryResponse> {
+    ) -> Vec<SotwPending> {
         let mut out = Vec::new();
         let mut clusters_sent = false;
         for kind in Kind::PUSH_ORDER {
@@ -145,19 +154,10 @@ impl Protocol for Sotw {
             }
             self.nonce += 1;
             let nonce = self.nonce.to_string();
-            out.push(DiscoveryResponse {
-                version_info: body.version.to_string(),
-                resources: body
-                    .resources
-                    .iter()
-                    .map(|r| Any {
-                        type_url: kind.type_url().to_string(),
-                        value: r.body.clone(),
-                    })
-                    .collect(),
-                type_url: kind.type_url().to_string(),
+            out.push(SotwPending::Body {
+                kind,
+                body: Arc::clone(&body),
                 nonce: nonce.clone(),
-                ..Default::default()
             });
             events.push(Event::Sent {
                 kind,
@@ -174,8 +174,70 @@ impl Protocol for Sotw {
         }
         // NDS after Envoy's types.
         if let Some(r) = self.nds.flush(&generated.name_table, &mut self.nonce) {
-            out.push(r);
+            out.push(SotwPending::Built(r));
         }
         out
+    }
+}
+
+/// A planned SotW response: a body shared with the generation cache, or a small response
+/// built already (NDS).
+pub enum SotwPending {
+    /// Every resource of `body`.
+    Body {
+        /// Type.
+        kind: Kind,
+        /// The resources and version.
+        body: Arc<SotwBody>,
+        /// Nonce.
+        nonce: String,
+    },
+    /// A built response.
+    Built(DiscoveryResponse),
+}
+
+/// Bytes a length-delimited field of `len` bytes takes (tag + length varint + payload).
+fn field_len(len: usize) -> usize {
+    1 + prost::encoding::encoded_len_varint(len as u64) + len
+}
+
+impl SotwPending {
+    /// An upper bound of the encoded response's size.
+    pub fn size_hint(&self) -> usize {
+        match self {
+            SotwPending::Body { kind, body, nonce } => {
+                let url = kind.type_url().len();
+                field_len(body.version.len())
+                    + field_len(url)
+                    + field_len(nonce.len())
+                    + body
+                        .resources
+                        .iter()
+                        .map(|r| field_len(field_len(url) + field_len(r.body.len())))
+                        .sum::<usize>()
+            }
+            SotwPending::Built(r) => prost::Message::encoded_len(r),
+        }
+    }
+
+    /// The response message.
+    pub fn materialise(self) -> DiscoveryResponse {
+        match self {
+            SotwPending::Body { kind, body, nonce } => DiscoveryResponse {
+                version_info: body.version.to_string(),
+                resources: body
+                    .resources
+                    .iter()
+                    .map(|r| Any {
+                        type_url: kind.type_url().to_string(),
+                        value: r.body.clone(),
+                    })
+                    .collect(),
+                type_url: kind.type_url().to_string(),
+                nonce,
+                ..Default::default()
+            },
+            SotwPending::Built(r) => r,
+        }
     }
 }

@@ -6,22 +6,22 @@
 //! [`Event`]s. This task does the I/O and turns events into `/debug/syncz` status, metrics and
 //! logs.
 //!
-//! Memory: a push is materialised (every resource body copied into the response messages)
-//! before it is queued for tonic to encode, so 1,000 streams pushing a full configuration at
-//! once would hold 1,000 copies of it (3 MB each at 1,000 ServiceEntries, 30 MB at 10,000).
-//! A process-wide [`PUSH_SLOTS`] semaphore bounds that: a stream takes a slot before
-//! materialising a push and the slot travels with the push's last response, released when
-//! tonic takes that response from the queue to encode it. A stream that cannot get a slot
-//! within [`PUSH_SLOT_WAIT`] (other streams' proxies not reading) pushes without one, so a
-//! stuck proxy delays the others by at most that.
+//! Memory: a push is *planned*, not materialised, here: a protocol's [`Protocol::plan`]
+//! returns [`Protocol::Pending`] responses that reference the generated resources (shared by
+//! every stream of the same proxy identity) instead of copying their bodies. The copy — the
+//! response message and its gRPC frame — is made by the response body ([`super::grpc`]) when
+//! h2 asks for the next frame, after taking that many bytes of the server's push budget
+//! ([`super::grpc::Budget`]). So the queue of a stream ([`super::STREAM_QUEUE`] entries)
+//! costs a few pointers per resource, and the materialised bytes of all streams together are
+//! bounded by the budget (see its policy for proxies that stop reading).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use entryway_model::registry::Proxy;
 use envoy_types::pb::envoy::config::core::v3::Node;
-use tokio::sync::{Semaphore, SemaphorePermit, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tonic::{Status, Streaming};
 use tracing::{Instrument, debug, info, warn};
 
@@ -73,25 +73,18 @@ pub enum Event {
     UnknownType(String),
 }
 
-/// Streams that may hold a materialised, not yet encoded push at the same time.
-pub const PUSH_SLOTS: usize = 32;
-/// The longest a stream waits for a push slot before pushing without one.
-pub const PUSH_SLOT_WAIT: Duration = Duration::from_secs(1);
-static PUSHING: Semaphore = Semaphore::const_new(PUSH_SLOTS);
-
-/// A queued response, holding its push's slot when it is the push's last response.
-pub struct Outgoing<R> {
-    item: Result<R, Status>,
-    _slot: Option<SemaphorePermit<'static>>,
+/// A queued response (not yet materialised), or the error that ends the stream.
+pub struct Outgoing<T> {
+    item: Result<T, Status>,
 }
 
-impl<R> Outgoing<R> {
-    fn new(item: Result<R, Status>) -> Outgoing<R> {
-        Outgoing { item, _slot: None }
+impl<T> Outgoing<T> {
+    fn new(item: Result<T, Status>) -> Outgoing<T> {
+        Outgoing { item }
     }
 
-    /// The response (releasing the slot).
-    pub fn into_item(self) -> Result<R, Status> {
+    /// The planned response or the error.
+    pub fn into_item(self) -> Result<T, Status> {
         self.item
     }
 }
@@ -102,19 +95,38 @@ pub trait Protocol: Default + Send + 'static {
     type Req: prost::Message + Default + Send + 'static;
     /// Response message.
     type Resp: prost::Message + Send + 'static;
+    /// A planned response: what goes into it, by reference to the generated resources.
+    type Pending: Send + Unpin + 'static;
     /// `sotw` or `delta`.
     const NAME: &'static str;
     /// The node of a request.
     fn node(req: &Self::Req) -> Option<&Node>;
     /// Applies a request.
     fn on_request(&mut self, req: Self::Req, cache: &Cache, events: &mut Vec<Event>);
-    /// The responses due now (in push order) for `generated`.
+    /// The responses due now (in push order) for `generated`, planned: the state machine is
+    /// updated (nonces, versions, events) as if they were sent.
+    fn plan(
+        &mut self,
+        generated: &Generated,
+        cache: &Cache,
+        events: &mut Vec<Event>,
+    ) -> Vec<Self::Pending>;
+    /// An upper bound of the encoded size of `pending` (the budget it takes).
+    fn size_hint(pending: &Self::Pending) -> usize;
+    /// The response message of `pending`.
+    fn materialise(pending: Self::Pending) -> Self::Resp;
+    /// [`Protocol::plan`], materialised.
     fn flush(
         &mut self,
         generated: &Generated,
         cache: &Cache,
         events: &mut Vec<Event>,
-    ) -> Vec<Self::Resp>;
+    ) -> Vec<Self::Resp> {
+        self.plan(generated, cache, events)
+            .into_iter()
+            .map(Self::materialise)
+            .collect()
+    }
 }
 
 /// What every stream shares.
@@ -123,6 +135,8 @@ pub struct Context {
     pub shared: Arc<Shared>,
     /// Generation results.
     pub cache: Cache,
+    /// Bytes of responses materialised and not yet written, across streams.
+    pub budget: Arc<super::grpc::Budget>,
     /// Connection ids.
     pub next_conn: AtomicU64,
 }
@@ -158,7 +172,7 @@ struct Convergence {
 pub async fn run<P: Protocol>(
     ctx: Arc<Context>,
     mut requests: Streaming<P::Req>,
-    tx: mpsc::Sender<Outgoing<P::Resp>>,
+    tx: mpsc::Sender<Outgoing<P::Pending>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let first = tokio::select! {
@@ -285,7 +299,7 @@ struct Driver<P: Protocol> {
     ctx: Arc<Context>,
     conn: u64,
     proxy: Proxy,
-    tx: mpsc::Sender<Outgoing<P::Resp>>,
+    tx: mpsc::Sender<Outgoing<P::Pending>>,
     state: P,
     events: Vec<Event>,
     convergence: Convergence,
@@ -295,25 +309,16 @@ impl<P: Protocol> Driver<P> {
     /// Sends what is due and records the events; `track` starts convergence tracking of a
     /// push caused by a snapshot first seen at that instant. False when the proxy is gone.
     async fn flush(&mut self, generated: &Arc<Generated>, track: Option<Instant>) -> bool {
-        let mut slot = tokio::time::timeout(PUSH_SLOT_WAIT, PUSHING.acquire())
-            .await
-            .ok()
-            .and_then(Result::ok);
         let responses = self
             .state
-            .flush(generated, &self.ctx.cache, &mut self.events);
+            .plan(generated, &self.ctx.cache, &mut self.events);
         if track.is_some() && !responses.is_empty() {
             self.convergence.pending = track;
             self.convergence.nacked = false;
         }
         self.apply_events(generated.snapshot_version);
-        let last = responses.len().saturating_sub(1);
-        for (i, r) in responses.into_iter().enumerate() {
-            let out = Outgoing {
-                item: Ok(r),
-                _slot: if i == last { slot.take() } else { None },
-            };
-            if self.tx.send(out).await.is_err() {
+        for r in responses {
+            if self.tx.send(Outgoing::new(Ok(r))).await.is_err() {
                 debug!("proxy went away while sending");
                 return false;
             }
