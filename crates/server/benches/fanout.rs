@@ -26,7 +26,10 @@
 //! `ENTRYWAY_FANOUT_DELTA_CHUNK` (bytes; Delta response split size, default 256 KiB),
 //! `ENTRYWAY_FANOUT_ENCODER=tonic` (tonic's generated server instead of `ads::grpc`),
 //! `ENTRYWAY_FANOUT_CLIENT_WINDOW` (clients' HTTP/2 windows, default 256 MiB as Envoy),
-//! `ENTRYWAY_FANOUT_EXIT_AFTER_SYNC` (exit after the sync, for heap profiles).
+//! `ENTRYWAY_FANOUT_EXIT_AFTER_SYNC` (exit after the sync, for heap profiles),
+//! `ENTRYWAY_FANOUT_BUDGET_MIB` (the server's push budget, `ads::grpc::Budget`; default 64),
+//! `ENTRYWAY_FANOUT_JEMALLOC_DEFAULTS` (keep jemalloc's lazy purging; by default the bench
+//! turns on its background thread with a 1 s decay so that RSS follows live memory).
 //!
 //! Run: `cargo bench -p entryway-server --bench fanout`.
 
@@ -509,7 +512,14 @@ async fn run() -> BenchResult<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let server = AdsServer::new(Arc::clone(&shared), AdsOptions::default(), stop_rx);
+    let mut server = AdsServer::new(Arc::clone(&shared), AdsOptions::default(), stop_rx);
+    if let Some(mib) = std::env::var("ENTRYWAY_FANOUT_BUDGET_MIB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        server = server.with_push_budget(mib << 20);
+    }
+    let budget = server.budget();
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let tonic_encoder = std::env::var("ENTRYWAY_FANOUT_ENCODER").is_ok_and(|v| v == "tonic");
     let serving = tokio::spawn(async move {
@@ -556,12 +566,20 @@ async fn run() -> BenchResult<()> {
     wait_acked(&shared, streams).await?;
     let initial_acked = started.elapsed();
     let rss_after = vm_kib("VmRSS:");
+    let hwm_sync = vm_kib("VmHWM:");
+    let budget_sync = (budget.peak(), budget.overdrafts());
     let mut mem = vec![mem_before, memory("after the initial sync")];
     // Idle: what the allocator gives back on its own (jemalloc purges dirty pages by decay).
     tokio::time::sleep(Duration::from_secs(1)).await;
     mem.push(memory("after a further idle second"));
     if std::env::var_os("ENTRYWAY_FANOUT_EXIT_AFTER_SYNC").is_some() {
-        eprintln!("{mem:?}");
+        eprintln!(
+            "{mem:?}\nVmHWM after the sync {:.1} MiB; push budget {} MiB: peak held {:.1} MiB, {} overdrafts",
+            mib(hwm_sync),
+            budget.capacity() >> 20,
+            budget_sync.0 as f64 / (1 << 20) as f64,
+            budget_sync.1
+        );
         std::process::exit(0);
     }
 
@@ -680,10 +698,31 @@ async fn run() -> BenchResult<()> {
         mib(rss_end),
         mib(hwm)
     );
+    let _ = writeln!(
+        out,
+        "VmHWM after the initial sync {:.1} MiB; push budget {} MiB ({}): peak held {:.1} MiB during the sync, {:.1} MiB overall, overdrafts {} / {}",
+        mib(hwm_sync),
+        budget.capacity() >> 20,
+        if tonic_encoder {
+            "unused by tonic's encoder"
+        } else {
+            "responses materialised and not yet written"
+        },
+        budget_sync.0 as f64 / (1 << 20) as f64,
+        budget.peak() as f64 / (1 << 20) as f64,
+        budget_sync.1,
+        budget.overdrafts()
+    );
     for m in mem {
         let _ = writeln!(out, "{m}");
     }
     let _ = writeln!(out, "{}", memory("at the end"));
+    let _ = writeln!(
+        out,
+        "jemalloc: background thread {}, {MALLOC_CONF_ENV}={}",
+        tikv_jemalloc_ctl::background_thread::read().unwrap_or(false),
+        std::env::var(MALLOC_CONF_ENV).unwrap_or_else(|_| "(unset: defaults)".into())
+    );
     print!("{out}");
 
     child.start_kill()?;
@@ -695,10 +734,43 @@ async fn run() -> BenchResult<()> {
 
 const CLIENT_ENV: &str = "ENTRYWAY_FANOUT_CLIENT";
 
+/// jemalloc settings of the bench: a background purging thread, 1 s dirty decay, no muzzy
+/// stage, so RSS follows live memory instead of the largest peak so far. Set
+/// `ENTRYWAY_FANOUT_JEMALLOC_DEFAULTS` to keep jemalloc's defaults.
+const MALLOC_CONF: &str = "background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0";
+/// jemalloc reads its options from this variable at start-up (tikv-jemallocator's prefix).
+const MALLOC_CONF_ENV: &str = "_RJEM_MALLOC_CONF";
+
+/// Runs this bench again with [`MALLOC_CONF`] in the environment (jemalloc reads it before
+/// `main`), unless it is set already or the defaults were asked for; the exit status of that
+/// run when it ran.
+fn rerun_with_malloc_conf() -> Option<i32> {
+    if std::env::var_os(MALLOC_CONF_ENV).is_some()
+        || std::env::var_os("ENTRYWAY_FANOUT_JEMALLOC_DEFAULTS").is_some()
+    {
+        return None;
+    }
+    let exe = std::env::current_exe().ok()?;
+    let status = std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .env(MALLOC_CONF_ENV, MALLOC_CONF)
+        .status();
+    match status {
+        Ok(s) => Some(s.code().unwrap_or(1)),
+        Err(e) => {
+            eprintln!("fanout: cannot rerun with {MALLOC_CONF_ENV}: {e}; jemalloc defaults");
+            None
+        }
+    }
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         // `cargo bench -- --list` / `cargo test --benches` probing: nothing to list.
         return;
+    }
+    if let Some(code) = rerun_with_malloc_conf() {
+        std::process::exit(code);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
