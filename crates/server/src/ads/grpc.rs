@@ -366,4 +366,80 @@ mod tests {
         assert_eq!(t.get("grpc-status").map(|v| v.as_bytes()), Some(&b"14"[..]));
         assert!(t.get("grpc-message").is_some());
     }
+
+    /// Polls `f` once.
+    fn poll_once<F: Future + Unpin>(f: &mut F) -> Poll<F::Output> {
+        let waker = std::task::Waker::noop();
+        Pin::new(f).poll(&mut Context::from_waker(waker))
+    }
+
+    const KIB: usize = 1 << 10;
+
+    #[tokio::test]
+    async fn a_reservation_waits_for_released_bytes() {
+        let budget = Arc::new(Budget::new(1 << 20));
+        let first = Arc::clone(&budget).reserve(700 * KIB).await;
+        let mut second = Box::pin(Arc::clone(&budget).reserve(500 * KIB));
+        assert!(poll_once(&mut second).is_pending(), "only 324 KiB left");
+        assert_eq!(budget.held(), 700 * KIB);
+        drop(first);
+        let second = tokio::time::timeout(Duration::from_secs(5), second)
+            .await
+            .expect("reserved once the first was released");
+        assert_eq!(budget.held(), 500 * KIB);
+        assert_eq!(budget.peak(), 700 * KIB);
+        assert_eq!(budget.overdrafts(), 0);
+        drop(second);
+        assert_eq!(budget.held(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_response_larger_than_the_budget_takes_all_of_it() {
+        let budget = Arc::new(Budget::new(1 << 20));
+        let big = Arc::clone(&budget).reserve(5 << 20).await;
+        let mut small = Box::pin(Arc::clone(&budget).reserve(1));
+        assert!(
+            poll_once(&mut small).is_pending(),
+            "the big one holds everything"
+        );
+        drop(big);
+        let _small = tokio::time::timeout(Duration::from_secs(5), small)
+            .await
+            .expect("reserved after the big one");
+    }
+
+    #[tokio::test]
+    async fn a_frame_gives_its_bytes_back_when_its_last_handle_is_dropped() {
+        let budget = Arc::new(Budget::new(1 << 20));
+        let reservation = Arc::clone(&budget).reserve(3 * KIB).await;
+        let frame = Bytes::from_owner(Reserved {
+            bytes: vec![7; 3 * KIB],
+            _reservation: reservation,
+        });
+        let rest = frame.slice(KIB..);
+        drop(frame);
+        assert_eq!(budget.held(), 3 * KIB, "h2 still holds part of it");
+        assert_eq!(rest.len(), 2 * KIB);
+        drop(rest);
+        assert_eq!(budget.held(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_budget_held_by_streams_that_do_not_read_does_not_stop_the_others() {
+        let budget = Arc::new(Budget::new(1 << 20));
+        let stuck = Arc::clone(&budget).reserve(1 << 20).await;
+        let started = std::time::Instant::now();
+        let r = tokio::time::timeout(BUDGET_STALL * 3, Arc::clone(&budget).reserve(10 * KIB))
+            .await
+            .expect("goes out without a reservation once the budget is stalled");
+        assert!(started.elapsed() >= BUDGET_STALL, "{:?}", started.elapsed());
+        assert_eq!(budget.overdrafts(), 1);
+        assert_eq!(
+            budget.held(),
+            (1 << 20) + 10 * KIB,
+            "overdrafts are counted"
+        );
+        drop((r, stuck));
+        assert_eq!(budget.held(), 0);
+    }
 }
