@@ -446,16 +446,56 @@ pub(crate) fn encode_locality_lb_endpoints<'e>(
     }
 }
 
+/// The encoded endpoints (field 2 on) of recent load assignments, reused by the next
+/// cluster whose endpoints are the very same registry endpoints (the same `Arc`s, in the
+/// same order) for the same port: the hosts of one ServiceEntry share their endpoints, so
+/// their assignments differ only in the cluster name. Only pointer identity is compared:
+/// the registry's endpoints are immutable and outlive a generation, so equal pointers mean
+/// equal bytes.
+#[derive(Default)]
+pub(crate) struct AssignmentCache {
+    /// Addresses of the endpoints the entries below were encoded from.
+    endpoints: Vec<usize>,
+    /// (port number, port name, encoded `endpoints` field).
+    bodies: Vec<(u32, String, Vec<u8>)>,
+}
+
+impl AssignmentCache {
+    /// Forgets every entry unless `endpoints` are the ones the entries were built from.
+    fn select(&mut self, endpoints: &[Arc<Endpoint>]) {
+        let same = self.endpoints.len() == endpoints.len()
+            && self
+                .endpoints
+                .iter()
+                .zip(endpoints)
+                .all(|(a, e)| *a == Arc::as_ptr(e) as usize);
+        if !same {
+            self.endpoints.clear();
+            self.endpoints
+                .extend(endpoints.iter().map(|e| Arc::as_ptr(e) as usize));
+            self.bodies.clear();
+        }
+    }
+
+    fn body(&self, port: u32, name: &str) -> Option<&[u8]> {
+        self.bodies
+            .iter()
+            .find(|(p, n, _)| *p == port && n == name)
+            .map(|(_, _, b)| b.as_slice())
+    }
+}
+
 /// The encoding of [`assignment_for`], written directly, for a service without a
 /// DestinationRule (no subsets, no locality failover); `None` when a rule applies or the
 /// cluster is not one of `svc`'s (the caller then builds the message). `scratch` is a
-/// reusable buffer.
+/// reusable buffer; `cache` holds the encoded endpoints of recent calls.
 pub(crate) fn encode_assignment_for(
     svc: &Service,
     rule: Option<&EffectiveRule>,
     endpoints: &[Arc<Endpoint>],
     cluster: &Cluster,
     scratch: &mut Vec<u8>,
+    cache: &mut AssignmentCache,
 ) -> Option<(String, Vec<u8>)> {
     if rule.is_some() {
         return None;
@@ -466,20 +506,28 @@ pub(crate) fn encode_assignment_for(
         return None;
     }
     let sp = svc.port(port)?;
-    let checker = MtlsChecker::new(None, subset, port);
     scratch.clear();
     let buf = scratch;
     wire::string(buf, 1, name);
-    encode_locality_lb_endpoints(
-        buf,
-        2,
-        endpoints
-            .iter()
-            .map(|e| e.as_ref())
-            .filter(|e| e.service_port_name == sp.name)
-            .filter(|e| !matches!(e.address, EndpointAddress::Hostname(_))),
-        &checker,
-    );
+    cache.select(endpoints);
+    if let Some(body) = cache.body(port, &sp.name) {
+        buf.extend_from_slice(body);
+    } else {
+        let start = buf.len();
+        let checker = MtlsChecker::new(None, subset, port);
+        encode_locality_lb_endpoints(
+            buf,
+            2,
+            endpoints
+                .iter()
+                .map(|e| e.as_ref())
+                .filter(|e| e.service_port_name == sp.name)
+                .filter(|e| !matches!(e.address, EndpointAddress::Hostname(_))),
+            &checker,
+        );
+        let body = buf.get(start..).unwrap_or_default().to_vec();
+        cache.bodies.push((port, sp.name.clone(), body));
+    }
     // An exact-size copy: the scratch buffer is reused for the next one.
     Some((name.to_string(), buf.to_vec()))
 }

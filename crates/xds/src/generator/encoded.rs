@@ -106,6 +106,7 @@ fn build_block(
     // Messages are encoded into these reusable buffers, then copied out at their exact size.
     let mut scratch = Vec::with_capacity(8192);
     let mut cla_scratch = Vec::with_capacity(8192);
+    let mut cla_cache = eds::AssignmentCache::default();
     for svc in services {
         cds::service_clusters(scope, env, svc, true, &mut |c, direct, inputs| {
             scratch.clear();
@@ -132,6 +133,7 @@ fn build_block(
                     inputs.endpoints,
                     &c,
                     &mut cla_scratch,
+                    &mut cla_cache,
                 ) {
                     Some((name, bytes)) => out.endpoints.push(EncodedResource {
                         name,
