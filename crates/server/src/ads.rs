@@ -19,7 +19,8 @@
 //! - [`stream`]: the per-stream task (I/O, `/debug/syncz` status, metrics).
 //!
 //! - [`grpc`]: the gRPC service, framing each response in its own allocation (tonic's
-//!   encoder kept a buffer as large as a stream's largest response for the stream's life).
+//!   encoder kept a buffer as large as a stream's largest response for the stream's life),
+//!   materialised only when h2 asks for it and within a process-wide push budget of bytes.
 //!
 //! Start it with [`serve`] (or [`AdsServer::into_service`] to mount it on another tonic
 //! server). Streams end when the shutdown future resolves, so a graceful shutdown does not
@@ -69,7 +70,9 @@ pub const DEFAULT_PORT: u16 = 15010;
 /// 4 MB default.
 pub const MAX_REQUEST_BYTES: usize = 64 << 20;
 
-/// Responses queued per stream before the stream task waits for the proxy to read.
+/// Planned responses queued per stream before the stream task waits for the proxy to read.
+/// They reference the generated resources (no copies); materialising them is bounded by the
+/// push budget (see [`grpc::Budget`]).
 const STREAM_QUEUE: usize = 16;
 
 /// Errors of the ADS server.
