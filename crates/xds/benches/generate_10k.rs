@@ -199,6 +199,21 @@ fn main() {
     let registry_time = median(rounds, || {
         std::hint::black_box(Registry::build(&set, &mesh));
     });
+    // The same build with the drop left out of the timing (the figure above, build + drop, is
+    // the one judged against the target; this shows how the two split).
+    let registry_build_only = {
+        let mut v: Vec<Duration> = (0..rounds)
+            .map(|_| {
+                let t = Instant::now();
+                let r = Registry::build(&set, &mesh);
+                let d = t.elapsed();
+                drop(std::hint::black_box(r));
+                d
+            })
+            .collect();
+        v.sort();
+        v[v.len() / 2]
+    };
     let registry = Registry::build(&set, &mesh);
     let hwm_registry = vm_kib("VmHWM:");
     let proxy = Proxy::in_namespace("ns-0");
@@ -250,10 +265,14 @@ fn main() {
         ms(baseline)
     );
     println!(
-        "  registry build                      {:>9.1} ms  ({:.2}x baseline)  target < 100 ms -> {}",
+        "  registry build + drop               {:>9.1} ms  ({:.2}x baseline)  target < 100 ms -> {}",
         ms(registry_time),
         registry_time.as_secs_f64() / baseline.as_secs_f64(),
         verdict(registry_time)
+    );
+    println!(
+        "    of which building (drop excluded) {:>9.1} ms",
+        ms(registry_build_only)
     );
     println!(
         "  one proxy: generate_encoded         {:>9.1} ms  ({:.2}x baseline)  target < 100 ms -> {}",
