@@ -21,7 +21,7 @@ use entryway_model::registry::{ProxyScope, Service};
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::cluster::v3::cluster::{ClusterDiscoveryType, DiscoveryType};
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
-use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost};
 use prost::Message;
 
 use super::{cds, eds, explicit, lds, rds, wire};
@@ -329,14 +329,14 @@ fn encoded_route_configuration(
     let name = std::mem::take(&mut r.name);
     let vhosts = std::mem::take(&mut r.virtual_hosts);
     let mut body = Vec::new();
-    for vh in &vhosts {
+    let mut route = Vec::new();
+    for vh in vhosts {
         scratch.clear();
-        vh.encode_raw(scratch);
+        encode_virtual_host(vh, scratch, &mut route);
         wire::key(&mut body, VIRTUAL_HOSTS_FIELD, wire::LEN);
         wire::varint(&mut body, scratch.len() as u64);
         body.extend_from_slice(scratch);
     }
-    drop(vhosts);
     // The remaining fields (name and virtual hosts now empty, so not written).
     scratch.clear();
     r.encode_raw(scratch);
@@ -349,6 +349,29 @@ fn encoded_route_configuration(
         name,
         eds: false,
     }
+}
+
+/// `VirtualHost.routes`.
+const ROUTES_FIELD: u32 = 3;
+
+/// Appends the fields of `vh` as prost's `encode_raw` writes them (tag order: name, domains,
+/// routes, the rest), each route encoded once into `route` so that its size is known.
+fn encode_virtual_host(mut vh: VirtualHost, buf: &mut Vec<u8>, route: &mut Vec<u8>) {
+    wire::string(buf, 1, &vh.name);
+    for d in &vh.domains {
+        wire::string_always(buf, 2, d);
+    }
+    for r in &vh.routes {
+        route.clear();
+        r.encode_raw(route);
+        wire::key(buf, ROUTES_FIELD, wire::LEN);
+        wire::varint(buf, route.len() as u64);
+        buf.extend_from_slice(route);
+    }
+    vh.name.clear();
+    vh.domains.clear();
+    vh.routes.clear();
+    vh.encode_raw(buf);
 }
 
 #[cfg(test)]
