@@ -243,10 +243,7 @@ fn fault_abort_and_delay_hit_the_configured_percentage() {
         delayed.len()
     );
     // Envoy's timers may fire a little early (see EARLY_SLACK).
-    let early = delayed
-        .iter()
-        .filter(|t| **t < delay - EARLY_SLACK)
-        .count();
+    let early = delayed.iter().filter(|t| **t < delay - EARLY_SLACK).count();
     assert_eq!(
         early, 0,
         "delayed responses shorter than 250ms: {delayed:?}"
