@@ -7,6 +7,8 @@ use entryway_xds::generator::{ProxyConfig, cds, eds, generate, lds, rds};
 use prost::Message;
 use std::fmt::Write as _;
 use std::time::Instant;
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const COUNT: usize = 10_000;
 
 fn corpus() -> String {
@@ -81,8 +83,17 @@ fn main() {
                 std::hint::black_box(entryway_xds::generator::generate_encoded_with(&s, 1));
             }
             "encoded_par" => {
-                let s = ProxyScope::new(&registry, &mesh, &proxy);
-                std::hint::black_box(entryway_xds::generator::generate_encoded(&s));
+                let mut v: Vec<_> = (0..n)
+                    .map(|_| {
+                        let t = Instant::now();
+                        let s = ProxyScope::new(&registry, &mesh, &proxy);
+                        std::hint::black_box(entryway_xds::generator::generate_encoded(&s));
+                        t.elapsed()
+                    })
+                    .collect();
+                v.sort();
+                eprintln!("encoded_par median {:?} min {:?}", v[v.len() / 2], v[0]);
+                return;
             }
             "registry" => {
                 std::hint::black_box(Registry::build(&set, &mesh));

@@ -417,22 +417,36 @@ fn dedupe_services<'s>(
 ) -> Vec<Arc<Service>> {
     let all = all.into_iter();
     let hint = all.size_hint().0;
-    let mut order: Vec<&'s str> = Vec::with_capacity(hint);
-    let mut by_host: HashMap<&'s str, Vec<&'s Arc<Service>>> = HashMap::with_capacity(hint);
+    // Per hostname, in first-seen order: the first service and any others (a separate
+    // list only when a hostname repeats, which is rare).
+    type Group<'s> = (&'s Arc<Service>, Vec<&'s Arc<Service>>);
+    let mut groups: Vec<Group<'s>> = Vec::with_capacity(hint);
+    let mut by_host: HashMap<&'s str, usize, foldhash::fast::FixedState> =
+        HashMap::with_capacity_and_hasher(hint, foldhash::fast::FixedState::default());
     for s in all {
-        let v = by_host.entry(s.hostname.as_str()).or_default();
-        if v.is_empty() {
-            order.push(s.hostname.as_str());
-        }
-        if !v.iter().any(|x| Arc::ptr_eq(x, s)) {
-            v.push(s);
+        match by_host.entry(s.hostname.as_str()) {
+            std::collections::hash_map::Entry::Occupied(e) => {
+                if let Some((first, rest)) = groups.get_mut(*e.get())
+                    && !Arc::ptr_eq(first, s)
+                    && !rest.iter().any(|x| Arc::ptr_eq(x, s))
+                {
+                    rest.push(s);
+                }
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(groups.len());
+                groups.push((s, Vec::new()));
+            }
         }
     }
-    let mut out = Vec::with_capacity(order.len());
-    for h in order {
-        let Some(group) = by_host.get(h) else {
+    let mut out = Vec::with_capacity(groups.len());
+    for (only, rest) in &groups {
+        if rest.is_empty() {
+            out.push(Arc::clone(only));
             continue;
-        };
+        }
+        let group: Vec<&Arc<Service>> =
+            std::iter::once(*only).chain(rest.iter().copied()).collect();
         let Some(first) = group
             .iter()
             .filter(|s| s.namespace == proxy_ns)
@@ -442,7 +456,7 @@ fn dedupe_services<'s>(
             continue;
         };
         let mut merged: Option<Service> = None;
-        for other in group {
+        for other in &group {
             if Arc::ptr_eq(other, first) || other.ports == first.ports {
                 continue;
             }

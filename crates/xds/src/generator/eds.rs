@@ -28,6 +28,10 @@ pub fn load_assignments(
     scope: &ProxyScope<'_>,
     clusters: &[Cluster],
 ) -> Vec<ClusterLoadAssignment> {
+    if !clusters.iter().any(policy::is_eds) {
+        // Nothing to assign (the fixed clusters): skip indexing every service.
+        return Vec::new();
+    }
     let by_host: HashMap<&str, &Arc<Service>> = scope
         .services
         .iter()
@@ -192,6 +196,24 @@ impl MtlsChecker {
 }
 
 /// `region/zone/subzone` without trailing empty parts (Istio's locality label).
+/// The bytes of [`locality_label`]`(l)`, without building the string.
+fn locality_label_bytes(l: &Locality) -> impl Iterator<Item = u8> + '_ {
+    let zone_sep = !l.zone.is_empty() || !l.sub_zone.is_empty();
+    let sub_zone_sep = !l.sub_zone.is_empty();
+    l.region
+        .bytes()
+        .chain(zone_sep.then_some(b'/'))
+        .chain(l.zone.bytes())
+        .chain(sub_zone_sep.then_some(b'/'))
+        .chain(l.sub_zone.bytes())
+}
+
+/// Orders localities as their labels (`region/zone/sub_zone`) order as strings.
+fn cmp_locality_labels(a: &Locality, b: &Locality) -> std::cmp::Ordering {
+    locality_label_bytes(a).cmp(locality_label_bytes(b))
+}
+
+#[cfg(test)]
 fn locality_label(l: &Locality) -> String {
     let mut s = l.region.clone();
     if !l.zone.is_empty() || !l.sub_zone.is_empty() {
@@ -232,6 +254,9 @@ fn socket_address(address: String, port: u32) -> core::address::Address {
 }
 
 fn canonical_service(ep: &Endpoint) -> (&str, &str) {
+    if ep.labels.is_empty() {
+        return (ep.workload_name.as_str(), "");
+    }
     let get = |keys: [&str; 3]| {
         keys.iter()
             .find_map(|k| ep.labels.get(*k))
@@ -342,7 +367,7 @@ pub fn locality_lb_endpoints<'e>(
         g.load_balancing_weight = Some(UInt32Value { value: weight });
     }
     if groups.len() > 1 {
-        groups.sort_by_cached_key(|(l, _)| locality_label(l));
+        groups.sort_by(|(a, _), (b, _)| cmp_locality_labels(a, b));
     }
     groups.into_iter().map(|(_, g)| g).collect()
 }
@@ -429,7 +454,7 @@ pub(crate) fn encode_locality_lb_endpoints<'e>(
         }
     }
     if groups.len() > 1 {
-        groups.sort_by_cached_key(|(l, _, _)| locality_label(l));
+        groups.sort_by(|(a, _, _), (b, _, _)| cmp_locality_labels(a, b));
     }
     for (locality, eps, weight) in groups {
         wire::message(buf, tag, |b| {
@@ -536,6 +561,7 @@ pub(crate) fn encode_assignment_for(
 mod tests {
     use crate::generator::testutil::TestEnv;
     use crate::json::to_json_value;
+    use entryway_model::registry::Locality;
     use serde_json::json;
 
     fn cla(cfg: &crate::generator::ProxyConfig, name: &str) -> serde_json::Value {
@@ -825,5 +851,31 @@ spec:
         let env = TestEnv::new(yaml);
         let cfg = env.generate();
         assert!(cfg.endpoints.is_empty(), "{:?}", cfg.endpoints);
+    }
+
+    #[test]
+    fn localities_order_as_their_labels() {
+        let parts = ["", "a", "a-b", "a/b", "b", "ab"];
+        let mut all = Vec::new();
+        for r in parts {
+            for z in parts {
+                for sz in parts {
+                    all.push(Locality {
+                        region: r.to_string(),
+                        zone: z.to_string(),
+                        sub_zone: sz.to_string(),
+                    });
+                }
+            }
+        }
+        for a in &all {
+            for b in &all {
+                assert_eq!(
+                    super::cmp_locality_labels(a, b),
+                    super::locality_label(a).cmp(&super::locality_label(b)),
+                    "{a:?} vs {b:?}"
+                );
+            }
+        }
     }
 }

@@ -155,6 +155,10 @@ fn build_block(
             });
         });
     }
+    // Sorted here, on the workers: the final sort then finds one sorted run per block and
+    // only merges them.
+    sort_by_name(&mut out.clusters);
+    sort_by_name(&mut out.endpoints);
     out
 }
 
@@ -215,8 +219,10 @@ impl<'s, 'a> Blocks<'s, 'a> {
     }
 }
 
+/// Sorts by name (then bytes, so that the order never depends on the input order). An
+/// unstable sort: no scratch buffer the size of the list.
 fn sort_by_name(v: &mut [EncodedResource]) {
-    v.sort_by(|a, b| a.name.cmp(&b.name));
+    v.sort_unstable_by(|a, b| a.name.cmp(&b.name).then_with(|| a.bytes.cmp(&b.bytes)));
 }
 
 fn encoded_cla(e: ClusterLoadAssignment) -> EncodedResource {
@@ -271,8 +277,15 @@ pub fn generate_encoded_with(scope: &ProxyScope<'_>, workers: usize) -> EncodedC
     }
     sort_by_name(&mut listeners);
     sort_by_name(&mut routes);
-    sort_by_name(&mut clusters);
-    sort_by_name(&mut endpoints);
+    if parallel {
+        std::thread::scope(|s| {
+            s.spawn(|| sort_by_name(&mut clusters));
+            sort_by_name(&mut endpoints);
+        });
+    } else {
+        sort_by_name(&mut clusters);
+        sort_by_name(&mut endpoints);
+    }
     EncodedConfig {
         listeners,
         routes,
@@ -297,7 +310,12 @@ fn listeners_and_routes(scope: &ProxyScope<'_>) -> (Vec<EncodedResource>, Vec<En
     let mut listeners = lds::listeners(scope);
     listeners.extend(explicit::listener(scope));
     listeners.sort_by(|a, b| a.name.cmp(&b.name));
-    let routes = rds::route_configurations(scope, &lds::route_names(&listeners));
+    let default_route = rds::DefaultRoute::new(scope);
+    let route_names = lds::route_names(&listeners);
+    let routes = match &default_route {
+        Some(_) => rds::route_configurations_compact(scope, &route_names),
+        None => rds::route_configurations(scope, &route_names),
+    };
     let listeners = listeners
         .into_iter()
         .map(|l| EncodedResource {
@@ -309,7 +327,7 @@ fn listeners_and_routes(scope: &ProxyScope<'_>) -> (Vec<EncodedResource>, Vec<En
     let mut scratch = Vec::new();
     let routes = routes
         .into_iter()
-        .map(|r| encoded_route_configuration(r, &mut scratch))
+        .map(|r| encoded_route_configuration(r, &mut scratch, default_route.as_ref()))
         .collect();
     (listeners, routes)
 }
@@ -321,10 +339,13 @@ const VIRTUAL_HOSTS_FIELD: u32 = 2;
 /// message once per enclosing level (the length prefix of each), so the virtual hosts, the
 /// bulk of a route configuration, are encoded one by one into `scratch` (their size is then
 /// known) and put between the name (field 1) and the other fields, which is where prost
-/// writes them (fields in tag order).
+/// writes them (fields in tag order). With `default_route`, `r` comes from
+/// [`rds::route_configurations_compact`]: a virtual host without routes gets its default
+/// route written from its name.
 fn encoded_route_configuration(
     mut r: RouteConfiguration,
     scratch: &mut Vec<u8>,
+    default_route: Option<&rds::DefaultRoute>,
 ) -> EncodedResource {
     let name = std::mem::take(&mut r.name);
     let vhosts = std::mem::take(&mut r.virtual_hosts);
@@ -332,7 +353,7 @@ fn encoded_route_configuration(
     let mut route = Vec::new();
     for vh in vhosts {
         scratch.clear();
-        encode_virtual_host(vh, scratch, &mut route);
+        encode_virtual_host(vh, scratch, &mut route, default_route);
         wire::key(&mut body, VIRTUAL_HOSTS_FIELD, wire::LEN);
         wire::varint(&mut body, scratch.len() as u64);
         body.extend_from_slice(scratch);
@@ -356,10 +377,25 @@ const ROUTES_FIELD: u32 = 3;
 
 /// Appends the fields of `vh` as prost's `encode_raw` writes them (tag order: name, domains,
 /// routes, the rest), each route encoded once into `route` so that its size is known.
-fn encode_virtual_host(mut vh: VirtualHost, buf: &mut Vec<u8>, route: &mut Vec<u8>) {
+fn encode_virtual_host(
+    mut vh: VirtualHost,
+    buf: &mut Vec<u8>,
+    route: &mut Vec<u8>,
+    default_route: Option<&rds::DefaultRoute>,
+) {
     wire::string(buf, 1, &vh.name);
     for d in &vh.domains {
         wire::string_always(buf, 2, d);
+    }
+    if vh.routes.is_empty()
+        && let Some(d) = default_route
+    {
+        route.clear();
+        if d.write(route, &vh.name) {
+            wire::key(buf, ROUTES_FIELD, wire::LEN);
+            wire::varint(buf, route.len() as u64);
+            buf.extend_from_slice(route);
+        }
     }
     for r in &vh.routes {
         route.clear();
@@ -422,9 +458,38 @@ spec:
         assert!(port_routes >= 3, "route 8080 has the three services");
         let mut scratch = Vec::new();
         for r in &cfg.routes {
-            let enc = encoded_route_configuration(r.clone(), &mut scratch);
+            let enc = encoded_route_configuration(r.clone(), &mut scratch, None);
             assert_eq!(enc.name, r.name);
             assert_eq!(enc.bytes, r.encode_to_vec(), "route {}", r.name);
+        }
+    }
+
+    #[test]
+    fn compact_default_routes_encode_to_the_full_routes_bytes() {
+        let env = TestEnv::new(YAML);
+        let scope = env.scope();
+        let names: Vec<String> = env
+            .generate()
+            .routes
+            .iter()
+            .map(|r| r.name.clone())
+            .collect();
+        let full = rds::route_configurations(&scope, &names);
+        let compact = rds::route_configurations_compact(&scope, &names);
+        let d = rds::DefaultRoute::new(&scope).expect("default route pieces");
+        // b and c have no VirtualService: their vhosts are the compacted ones.
+        let empty = |rc: &[RouteConfiguration]| {
+            rc.iter()
+                .flat_map(|r| &r.virtual_hosts)
+                .filter(|v| v.routes.is_empty())
+                .count()
+        };
+        assert_eq!(empty(&full), 0);
+        assert!(empty(&compact) >= 2, "{compact:#?}");
+        let mut scratch = Vec::new();
+        for (f, c) in full.iter().zip(compact) {
+            let enc = encoded_route_configuration(c, &mut scratch, Some(&d));
+            assert_eq!(enc.bytes, f.encode_to_vec(), "route {}", f.name);
         }
     }
 

@@ -148,30 +148,60 @@ fn read_varint(msg: &[u8], pos: &mut usize) -> Option<u64> {
     None
 }
 
+/// The next top-level field of `msg` at `*pos`: (tag, wire type, byte range with the key).
+fn next_field(msg: &[u8], pos: &mut usize) -> Option<(u32, u32, std::ops::Range<usize>)> {
+    let start = *pos;
+    let k = read_varint(msg, pos)?;
+    let (t, wt) = (u32::try_from(k >> 3).ok()?, (k & 7) as u32);
+    match wt {
+        VARINT => {
+            read_varint(msg, pos)?;
+        }
+        1 => *pos = pos.checked_add(8)?,
+        5 => *pos = pos.checked_add(4)?,
+        LEN => {
+            let len = usize::try_from(read_varint(msg, pos)?).ok()?;
+            *pos = pos.checked_add(len)?;
+        }
+        _ => return None,
+    }
+    (*pos <= msg.len()).then_some((t, wt, start..*pos))
+}
+
 /// The byte range (key included) of the first top-level length-delimited field `tag`.
 fn find_field(msg: &[u8], tag: u32) -> Option<std::ops::Range<usize>> {
     let mut pos = 0;
     while pos < msg.len() {
-        let start = pos;
-        let k = read_varint(msg, &mut pos)?;
-        let (t, wt) = (k >> 3, (k & 7) as u32);
-        match wt {
-            VARINT => {
-                read_varint(msg, &mut pos)?;
-            }
-            1 => pos += 8,
-            5 => pos += 4,
-            LEN => {
-                let len = usize::try_from(read_varint(msg, &mut pos)?).ok()?;
-                pos = pos.checked_add(len)?;
-                if t == u64::from(tag) {
-                    return (pos <= msg.len()).then_some(start..pos);
-                }
-            }
-            _ => return None,
+        let (t, wt, range) = next_field(msg, &mut pos)?;
+        if t == tag && wt == LEN {
+            return Some(range);
         }
     }
     None
+}
+
+/// Splits the encoded message `msg` (fields in tag order, as prost writes them) into the
+/// bytes of its fields with tags below `lo`, between `lo` and `hi` (both excluded), and
+/// above `hi`; `None` when `msg` has a field `lo` or `hi` or does not parse.
+pub(crate) fn split_around(msg: &[u8], lo: u32, hi: u32) -> Option<[Vec<u8>; 3]> {
+    let mut parts: [Vec<u8>; 3] = Default::default();
+    let mut pos = 0;
+    while pos < msg.len() {
+        let (t, _, range) = next_field(msg, &mut pos)?;
+        let part = match t {
+            t if t < lo => 0,
+            t if t > lo && t < hi => 1,
+            t if t > hi => 2,
+            _ => return None,
+        };
+        parts.get_mut(part)?.extend_from_slice(msg.get(range)?);
+    }
+    Some(parts)
+}
+
+/// The number of bytes of `v` as a varint.
+pub(crate) fn varint_len(v: u64) -> usize {
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 #[cfg(test)]
@@ -179,6 +209,13 @@ mod tests {
     use super::*;
     use envoy_types::pb::google::protobuf::UInt32Value;
     use prost::Message;
+
+    #[test]
+    fn varint_len_matches_prost() {
+        for v in [0u64, 1, 127, 128, 16_383, 16_384, u64::from(u32::MAX), u64::MAX] {
+            assert_eq!(varint_len(v), prost::encoding::encoded_len_varint(v), "{v}");
+        }
+    }
 
     #[test]
     fn varints_and_nested_lengths_match_prost() {
