@@ -358,10 +358,7 @@ fn visibility(v: &Visibility) -> Value {
 
 fn service_json(registry: &Registry, svc: &Service) -> Value {
     let endpoints: Vec<Value> = registry
-        .endpoints
-        .get(&(svc.namespace.clone(), svc.hostname.clone()))
-        .map(Vec::as_slice)
-        .unwrap_or(&[])
+        .host_endpoints(&svc.namespace, &svc.hostname)
         .iter()
         .map(|e| {
             let address = match &e.address {

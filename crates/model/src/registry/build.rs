@@ -25,13 +25,19 @@ pub struct Named<T> {
     pub spec: T,
 }
 
+/// Endpoints of a namespace's hosts.
+pub type EndpointsByHost = HashMap<String, Vec<Arc<Endpoint>>, foldhash::fast::FixedState>;
+/// [`EndpointsByHost`] per namespace.
+pub type EndpointsByNamespace = HashMap<String, EndpointsByHost, foldhash::fast::FixedState>;
+
 /// The registry: every service and endpoint, plus the routing objects.
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
     /// Every (host, address) service, host-major per entry, entries in creation order.
     pub services: Vec<Arc<Service>>,
-    /// Endpoints per `(namespace, host)`, merged over every entry defining that host.
-    pub endpoints: HashMap<(String, String), Vec<Arc<Endpoint>>>,
+    /// Endpoints per namespace, then host, merged over every entry defining that host (see
+    /// [`Registry::host_endpoints`]).
+    pub endpoints: EndpointsByNamespace,
     /// VirtualServices in creation order.
     pub virtual_services: Vec<Arc<Named<api::VirtualService>>>,
     /// DestinationRules in creation order.
@@ -252,7 +258,7 @@ impl Registry {
             v.sort_by(|a, b| a.name.cmp(&b.name));
         }
 
-        let mut endpoints: HashMap<(String, String), Vec<Arc<Endpoint>>> = HashMap::new();
+        let mut endpoints = EndpointsByNamespace::default();
         let mut rr_seen: HashMap<(String, String), usize> = HashMap::new();
         for (order, c, se) in &entries {
             let ns = c.meta.namespace.as_str();
@@ -389,15 +395,18 @@ impl Registry {
 
                 // §3.2 endpoints for this host: shared by every host of the entry unless
                 // they are derived from the host itself (DNS without endpoints).
-                let key = (ns.to_string(), host.clone());
                 let eps: Vec<Arc<Endpoint>> = match &shared {
                     Some(v) => v.clone(),
                     None => endpoints_of(host).into_iter().map(Arc::new).collect(),
                 };
-                let slot = endpoints.entry(key.clone()).or_default();
+                let by_host = match endpoints.get_mut(ns) {
+                    Some(m) => m,
+                    None => endpoints.entry(ns.to_string()).or_default(),
+                };
+                let slot = by_host.entry(host.clone()).or_default();
                 if resolution == Resolution::DnsRoundRobinLb {
                     // Several entries for one host: only the first endpoint per port is kept.
-                    let seen = rr_seen.entry(key).or_insert(0);
+                    let seen = rr_seen.entry((ns.to_string(), host.clone())).or_insert(0);
                     *seen += 1;
                     for e in eps {
                         if !slot
@@ -424,12 +433,17 @@ impl Registry {
         service: &Service,
         port_name: &'a str,
     ) -> impl Iterator<Item = &'a Arc<Endpoint>> + 'a {
-        self.endpoints
-            .get(&(service.namespace.clone(), service.hostname.clone()))
-            .map(Vec::as_slice)
-            .unwrap_or(&[])
+        self.host_endpoints(&service.namespace, &service.hostname)
             .iter()
             .filter(move |e| e.service_port_name == port_name)
+    }
+
+    /// Every endpoint of `host` as defined in `namespace` (all ports).
+    pub fn host_endpoints(&self, namespace: &str, host: &str) -> &[Arc<Endpoint>] {
+        self.endpoints
+            .get(namespace)
+            .and_then(|m| m.get(host))
+            .map_or(&[], Vec::as_slice)
     }
 }
 

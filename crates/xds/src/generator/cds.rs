@@ -156,11 +156,7 @@ pub(crate) fn service_clusters(
 
 /// Every endpoint of a service (all ports), one registry lookup.
 pub fn service_endpoints<'r>(scope: &ProxyScope<'r>, svc: &Service) -> &'r [Arc<Endpoint>] {
-    scope
-        .registry
-        .endpoints
-        .get(&(svc.namespace.clone(), svc.hostname.clone()))
-        .map_or(&[], Vec::as_slice)
+    scope.registry.host_endpoints(&svc.namespace, &svc.hostname)
 }
 
 fn dns_resolver_config() -> core::TypedExtensionConfig {

@@ -212,7 +212,16 @@ mod tests {
 
     #[test]
     fn varint_len_matches_prost() {
-        for v in [0u64, 1, 127, 128, 16_383, 16_384, u64::from(u32::MAX), u64::MAX] {
+        for v in [
+            0u64,
+            1,
+            127,
+            128,
+            16_383,
+            16_384,
+            u64::from(u32::MAX),
+            u64::MAX,
+        ] {
             assert_eq!(varint_len(v), prost::encoding::encoded_len_varint(v), "{v}");
         }
     }
