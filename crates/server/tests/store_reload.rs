@@ -244,6 +244,21 @@ fn mesh_config_changes_publish_and_bad_edits_keep_the_old_one() {
     assert!(r[0].kept_last_good);
 }
 
+/// The process-wide log, captured (installed on first use).
+fn global_log() -> &'static Captured {
+    static LOG: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    LOG.get_or_init(|| {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let _ = tracing::subscriber::set_global_default(subscriber);
+        captured
+    })
+}
+
 /// A `tracing` writer collecting everything into a shared buffer.
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -277,20 +292,18 @@ fn rejection_is_logged_once_with_file_line_resource_field_and_reason() {
     let (mut store, _) = open(dir.path());
     write(&a, &se("a", "a.example.com", 0));
 
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    tracing::subscriber::with_default(subscriber, || {
-        store.reload();
-        store.reload();
-    });
+    // A process-wide subscriber: with a thread-scoped one (`with_default`), a test on another
+    // thread that reaches the same log callsite at the same moment can leave it cached as
+    // disabled, and nothing is captured (seen as a flaky failure). Other tests log into it
+    // too, so only lines naming this test's file count.
+    let captured = global_log();
+    store.reload();
+    store.reload();
     let log = captured.text();
+    let file = a.display().to_string();
     let lines: Vec<&str> = log
         .lines()
-        .filter(|l| l.contains("config rejected"))
+        .filter(|l| l.contains("config rejected") && l.contains(&file))
         .collect();
     assert_eq!(lines.len(), 1, "one line per new rejection:\n{log}");
     let line = lines[0];
