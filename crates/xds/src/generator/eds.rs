@@ -254,27 +254,35 @@ fn socket_address(address: String, port: u32) -> core::address::Address {
 }
 
 fn canonical_service(ep: &Endpoint) -> (&str, &str) {
-    if ep.labels.is_empty() {
-        return (ep.workload_name.as_str(), "");
+    // One pass over the (few) labels instead of a map lookup per candidate key; the first
+    // present key of each list wins.
+    let mut name: [Option<&str>; 3] = [None; 3];
+    let mut rev: [Option<&str>; 3] = [None; 3];
+    for (k, v) in &ep.labels {
+        let slot = match k.as_str() {
+            "service.istio.io/canonical-name" => name.get_mut(0),
+            "app.kubernetes.io/name" => name.get_mut(1),
+            "app" => name.get_mut(2),
+            "service.istio.io/canonical-revision" => rev.get_mut(0),
+            "app.kubernetes.io/version" => rev.get_mut(1),
+            "version" => rev.get_mut(2),
+            _ => None,
+        };
+        if let Some(slot) = slot {
+            *slot = Some(v.as_str());
+        }
     }
-    let get = |keys: [&str; 3]| {
-        keys.iter()
-            .find_map(|k| ep.labels.get(*k))
-            .map(String::as_str)
-    };
-    let name = get([
-        "service.istio.io/canonical-name",
-        "app.kubernetes.io/name",
-        "app",
-    ])
-    .unwrap_or(ep.workload_name.as_str());
-    let rev = get([
-        "service.istio.io/canonical-revision",
-        "app.kubernetes.io/version",
-        "version",
-    ])
-    .filter(|r| *r != "latest")
-    .unwrap_or("");
+    let name = name
+        .into_iter()
+        .flatten()
+        .next()
+        .unwrap_or(ep.workload_name.as_str());
+    let rev = rev
+        .into_iter()
+        .flatten()
+        .next()
+        .filter(|r| *r != "latest")
+        .unwrap_or("");
     (name, rev)
 }
 
@@ -876,6 +884,56 @@ spec:
                     "{a:?} vs {b:?}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn canonical_service_takes_the_first_present_key_of_each_list() {
+        use entryway_model::registry::{Endpoint, EndpointAddress, TlsMode};
+        let ep = |labels: &[(&str, &str)]| Endpoint {
+            address: EndpointAddress::Hostname("h".to_string()),
+            port: 80,
+            service_port_name: "http".to_string(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            locality: Locality::default(),
+            weight: 1,
+            network: String::new(),
+            service_account: String::new(),
+            tls_mode: TlsMode::Disabled,
+            workload_name: "wl".to_string(),
+            namespace: "ns".to_string(),
+        };
+        let cases: [(&[(&str, &str)], (&str, &str)); 5] = [
+            (&[], ("wl", "")),
+            (&[("topology.kubernetes.io/zone", "z")], ("wl", "")),
+            (
+                &[
+                    ("app", "a"),
+                    ("app.kubernetes.io/name", "k"),
+                    ("version", "v1"),
+                ],
+                ("k", "v1"),
+            ),
+            (
+                &[
+                    ("app", "a"),
+                    ("service.istio.io/canonical-name", "c"),
+                    ("service.istio.io/canonical-revision", "latest"),
+                    ("version", "v2"),
+                ],
+                ("c", ""),
+            ),
+            (
+                &[("app.kubernetes.io/version", "k2"), ("version", "v3")],
+                ("wl", "k2"),
+            ),
+        ];
+        for (labels, want) in cases {
+            let e = ep(labels);
+            assert_eq!(super::canonical_service(&e), want, "{labels:?}");
         }
     }
 }

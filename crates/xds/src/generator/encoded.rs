@@ -396,10 +396,10 @@ fn encoded_route_configuration(
     default_route: Option<&rds::DefaultRoute>,
 ) -> EncodedResource {
     let name = std::mem::take(&mut r.name);
-    let vhosts = std::mem::take(&mut r.virtual_hosts);
+    let mut vhosts = std::mem::take(&mut r.virtual_hosts);
     let mut body = Vec::new();
     let mut route = Vec::new();
-    for vh in vhosts {
+    for vh in &mut vhosts {
         scratch.clear();
         encode_virtual_host(vh, scratch, &mut route, default_route);
         wire::key(&mut body, VIRTUAL_HOSTS_FIELD, wire::LEN);
@@ -426,7 +426,7 @@ const ROUTES_FIELD: u32 = 3;
 /// Appends the fields of `vh` as prost's `encode_raw` writes them (tag order: name, domains,
 /// routes, the rest), each route encoded once into `route` so that its size is known.
 fn encode_virtual_host(
-    mut vh: VirtualHost,
+    vh: &mut VirtualHost,
     buf: &mut Vec<u8>,
     route: &mut Vec<u8>,
     default_route: Option<&rds::DefaultRoute>,
@@ -452,6 +452,8 @@ fn encode_virtual_host(
         wire::varint(buf, route.len() as u64);
         buf.extend_from_slice(route);
     }
+    // The remaining fields (the ones above now empty, so not written again); `vh` is
+    // dropped with the route configuration.
     vh.name.clear();
     vh.domains.clear();
     vh.routes.clear();
