@@ -906,7 +906,8 @@ spec:
             workload_name: "wl".to_string(),
             namespace: "ns".to_string(),
         };
-        let cases: [(&[(&str, &str)], (&str, &str)); 5] = [
+        type Labels<'a> = &'a [(&'a str, &'a str)];
+        let cases: [(Labels<'_>, (&str, &str)); 5] = [
             (&[], ("wl", "")),
             (&[("topology.kubernetes.io/zone", "z")], ("wl", "")),
             (
