@@ -210,7 +210,9 @@ impl<'a, 's> RdsBuilder<'a, 's> {
         } else {
             self.virtual_hosts(port, name)
         };
-        sort_by_name(&mut vhosts);
+        if !vhosts.is_sorted_by(|a, b| a.name <= b.name) {
+            sort_by_name(&mut vhosts);
+        }
         if !sniffing {
             vhosts.push(catch_all_virtual_host(self.scope));
         }
@@ -525,16 +527,21 @@ impl<'a, 's> RdsBuilder<'a, 's> {
         }
 
         if lp != 0 {
-            return b
+            // In name order already (what the route configuration wants), so that the
+            // large messages are made in place and not moved again by a sort.
+            let mut v: Vec<PendingVhost> = b
                 .out
                 .into_iter()
                 .filter(|(p, _)| *p == lp)
                 .map(|(_, vh)| vh)
                 .collect();
+            v.sort_by(|a, b| a.name.cmp(&b.name));
+            return v.into_iter().map(PendingVhost::finish).collect();
         }
         // Unix-socket / HTTP_PROXY listeners: every port; off port 80 only `host:port`
         // domains are kept.
-        let mut all: Vec<(u32, VirtualHost)> = b.out;
+        let mut all: Vec<(u32, VirtualHost)> =
+            b.out.into_iter().map(|(p, vh)| (p, vh.finish())).collect();
         all.sort_by_key(|(p, _)| *p);
         all.into_iter()
             .filter_map(|(p, mut vh)| {
@@ -654,11 +661,25 @@ fn alt_virtual_hosts(out: &mut Vec<String>, hostname: &str, port: Option<u32>, p
     }
 }
 
+/// A virtual host being built: the fields [`vhost`] sets (the message, far larger, is made
+/// once the order is known).
+struct PendingVhost {
+    name: String,
+    domains: Vec<String>,
+    routes: Vec<Route>,
+}
+
+impl PendingVhost {
+    fn finish(self) -> VirtualHost {
+        vhost(self.name, self.domains, self.routes)
+    }
+}
+
 /// The virtual hosts of a route configuration being built, with the names and domains
 /// already used (Istio's `vhosts` / `vhdomains` sets). Domains are indexed by a
 /// case-insensitive hash pointing at where the domain is stored, so nothing is copied.
 struct VhostSet {
-    out: Vec<(u32, VirtualHost)>,
+    out: Vec<(u32, PendingVhost)>,
     names: HashSet<String>,
     /// Whether names can repeat: only VirtualService wrappers can list a host twice (or
     /// share it with another wrapper); services without VirtualService are unique.
@@ -727,7 +748,14 @@ impl VhostSet {
                 self.domains.insert(*h, (v, k));
             }
         }
-        self.out.push((port, vhost(name, candidates, routes)));
+        self.out.push((
+            port,
+            PendingVhost {
+                name,
+                domains: candidates,
+                routes,
+            },
+        ));
     }
 }
 
