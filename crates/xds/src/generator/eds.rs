@@ -384,6 +384,44 @@ pub fn locality_lb_endpoints<'e>(
 // Direct encoding (generate_encoded): the bytes of the messages above, without the structs.
 // ---------------------------------------------------------------------------------------
 
+/// Writes `ip` as text (as `Display` does) into `out`, returning its length: IPv4 by hand
+/// (the common case, without the formatting machinery), IPv6 through `Display`.
+fn ip_text(ip: &std::net::IpAddr, out: &mut [u8; 64]) -> usize {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let mut n = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    if let Some(b) = out.get_mut(n) {
+                        *b = b'.';
+                    }
+                    n += 1;
+                }
+                let digits: &[u8] = &[octet / 100, octet / 10 % 10, octet % 10];
+                let skip = if octet >= 100 {
+                    0
+                } else if octet >= 10 {
+                    1
+                } else {
+                    2
+                };
+                for d in digits.iter().skip(skip) {
+                    if let Some(b) = out.get_mut(n) {
+                        *b = b'0' + d;
+                    }
+                    n += 1;
+                }
+            }
+            n
+        }
+        std::net::IpAddr::V6(_) => {
+            let mut cur = std::io::Cursor::new(&mut out[..]);
+            let _ = std::io::Write::write_fmt(&mut cur, format_args!("{ip}"));
+            usize::try_from(cur.position()).unwrap_or(0)
+        }
+    }
+}
+
 /// The encoding of [`lb_endpoint`]`(ep, mtls)`.
 fn encode_lb_endpoint(buf: &mut Vec<u8>, ep: &Endpoint, mtls: bool) {
     // host_identifier.endpoint (1): Endpoint { address (1): Address }.
@@ -392,11 +430,7 @@ fn encode_lb_endpoint(buf: &mut Vec<u8>, ep: &Endpoint, mtls: bool) {
             EndpointAddress::Unix(path) => wire::message(b, 2, |b| wire::string(b, 1, path)),
             EndpointAddress::Ip(ip) => wire::message(b, 1, |b| {
                 let mut text = [0u8; 64];
-                let len = {
-                    let mut cur = std::io::Cursor::new(&mut text[..]);
-                    let _ = std::io::Write::write_fmt(&mut cur, format_args!("{ip}"));
-                    usize::try_from(cur.position()).unwrap_or(0)
-                };
+                let len = ip_text(ip, &mut text);
                 let addr = std::str::from_utf8(text.get(..len).unwrap_or_default()).unwrap_or("");
                 wire::string(b, 2, addr);
                 wire::uint32_always(b, 3, ep.port);
@@ -935,6 +969,26 @@ spec:
         for (labels, want) in cases {
             let e = ep(labels);
             assert_eq!(super::canonical_service(&e), want, "{labels:?}");
+        }
+    }
+
+    #[test]
+    fn ip_text_is_display() {
+        let ips = [
+            "0.0.0.0",
+            "1.2.3.4",
+            "10.0.99.100",
+            "255.255.255.255",
+            "192.168.10.9",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+            "::ffff:10.0.0.1",
+        ];
+        for s in ips {
+            let ip: std::net::IpAddr = s.parse().expect("ip");
+            let mut out = [0u8; 64];
+            let n = super::ip_text(&ip, &mut out);
+            assert_eq!(std::str::from_utf8(&out[..n]), Ok(ip.to_string().as_str()));
         }
     }
 }
