@@ -219,10 +219,15 @@ fn main() {
     let proxy = Proxy::in_namespace("ns-0");
     // The streaming path first, so that its peak memory is not hidden by the other's.
     let mut encoded_fast = 0usize;
+    let mut fast_best = Duration::MAX;
     let fast_time = median(rounds, || {
+        let t = Instant::now();
         let scope = ProxyScope::new(&registry, &mesh, &proxy);
         let enc = generate_encoded(&scope);
         encoded_fast = enc.encoded_len();
+        drop(enc);
+        drop(scope);
+        fast_best = fast_best.min(t.elapsed());
     });
     let hwm_fast = vm_kib("VmHWM:");
     let fast_one_thread = median(rounds, || {
@@ -279,6 +284,12 @@ fn main() {
         ms(fast_time),
         fast_time.as_secs_f64() / baseline.as_secs_f64(),
         verdict(fast_time)
+    );
+    // The best round shows the code's speed when the second core is free; on a shared VM the
+    // median also carries whatever else ran. The target is judged on the median.
+    println!(
+        "    best of {rounds} rounds                  {:>9.1} ms",
+        ms(fast_best)
     );
     println!(
         "    same, one thread                  {:>9.1} ms  ({:.2}x baseline)",
