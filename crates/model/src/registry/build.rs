@@ -181,10 +181,13 @@ fn endpoint_for(
             src.service_account
         )
     };
+    let (canonical_name, canonical_revision) = canonical_from_labels(&labels);
     Endpoint {
         address,
         port: port_number,
         service_port_name: port.name.clone(),
+        canonical_name,
+        canonical_revision,
         labels,
         locality,
         weight: src.weight.max(1),
@@ -330,6 +333,8 @@ impl Registry {
                                     tls_mode: TlsMode::Disabled,
                                     workload_name: c.meta.name.clone(),
                                     namespace: ns.to_string(),
+                                    canonical_name: None,
+                                    canonical_revision: String::new(),
                                 });
                             }
                         }

@@ -187,4 +187,32 @@ pub struct Endpoint {
     pub workload_name: String,
     /// Namespace of the workload.
     pub namespace: String,
+    /// Canonical service name from the labels, when they give one (see
+    /// [`canonical_from_labels`]); otherwise the workload name stands for it.
+    pub canonical_name: Option<String>,
+    /// Canonical revision from the labels, empty when they give none or `latest`.
+    pub canonical_revision: String,
+}
+
+/// Istio's canonical service of a workload from its labels: the name from
+/// `service.istio.io/canonical-name`, else `app.kubernetes.io/name`, else `app` (`None` when
+/// none is set); the revision from `service.istio.io/canonical-revision`, else
+/// `app.kubernetes.io/version`, else `version`, empty when none is set or it is `latest`.
+pub fn canonical_from_labels(labels: &BTreeMap<String, String>) -> (Option<String>, String) {
+    let first = |keys: [&str; 3]| keys.iter().find_map(|k| labels.get(*k));
+    let name = first([
+        "service.istio.io/canonical-name",
+        "app.kubernetes.io/name",
+        "app",
+    ])
+    .cloned();
+    let revision = first([
+        "service.istio.io/canonical-revision",
+        "app.kubernetes.io/version",
+        "version",
+    ])
+    .filter(|r| *r != "latest")
+    .cloned()
+    .unwrap_or_default();
+    (name, revision)
 }

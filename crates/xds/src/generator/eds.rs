@@ -254,36 +254,10 @@ fn socket_address(address: String, port: u32) -> core::address::Address {
 }
 
 fn canonical_service(ep: &Endpoint) -> (&str, &str) {
-    // One pass over the (few) labels instead of a map lookup per candidate key; the first
-    // present key of each list wins.
-    let mut name: [Option<&str>; 3] = [None; 3];
-    let mut rev: [Option<&str>; 3] = [None; 3];
-    for (k, v) in &ep.labels {
-        let slot = match k.as_str() {
-            "service.istio.io/canonical-name" => name.get_mut(0),
-            "app.kubernetes.io/name" => name.get_mut(1),
-            "app" => name.get_mut(2),
-            "service.istio.io/canonical-revision" => rev.get_mut(0),
-            "app.kubernetes.io/version" => rev.get_mut(1),
-            "version" => rev.get_mut(2),
-            _ => None,
-        };
-        if let Some(slot) = slot {
-            *slot = Some(v.as_str());
-        }
-    }
-    let name = name
-        .into_iter()
-        .flatten()
-        .next()
-        .unwrap_or(ep.workload_name.as_str());
-    let rev = rev
-        .into_iter()
-        .flatten()
-        .next()
-        .filter(|r| *r != "latest")
-        .unwrap_or("");
-    (name, rev)
+    (
+        ep.canonical_name.as_deref().unwrap_or(&ep.workload_name),
+        &ep.canonical_revision,
+    )
 }
 
 /// One `LbEndpoint` (Istio's `buildEnvoyLbEndpoint`): address, HEALTHY, weight, and the
@@ -939,6 +913,8 @@ spec:
             tls_mode: TlsMode::Disabled,
             workload_name: "wl".to_string(),
             namespace: "ns".to_string(),
+            canonical_name: None,
+            canonical_revision: String::new(),
         };
         type Labels<'a> = &'a [(&'a str, &'a str)];
         let cases: [(Labels<'_>, (&str, &str)); 5] = [
@@ -967,7 +943,9 @@ spec:
             ),
         ];
         for (labels, want) in cases {
-            let e = ep(labels);
+            let mut e = ep(labels);
+            (e.canonical_name, e.canonical_revision) =
+                entryway_model::registry::canonical_from_labels(&e.labels);
             assert_eq!(super::canonical_service(&e), want, "{labels:?}");
         }
     }
