@@ -75,13 +75,14 @@ pub struct OutboundPolicy {
 
 /// One egress listener of the Sidecar scope and the services it imports.
 #[derive(Debug, Clone)]
-pub struct EgressScope {
+pub struct EgressScope<'a> {
     /// The listener's port, when the Sidecar names one.
     pub port: Option<SidecarPort>,
     /// Bind address, empty for the default.
     pub bind: String,
-    /// Every imported service object (each (host, address) pair), in registry order.
-    pub services: Vec<Arc<Service>>,
+    /// Every imported service object (each (host, address) pair), in registry order
+    /// (borrowed from the registry: no reference counting per proxy).
+    pub services: Vec<&'a Arc<Service>>,
 }
 
 /// Everything one proxy sees.
@@ -98,7 +99,7 @@ pub struct ProxyScope<'a> {
     /// Effective outbound policy.
     pub outbound: OutboundPolicy,
     /// Egress listeners (the default scope has one, importing `*/*`).
-    pub egress: Vec<EgressScope>,
+    pub egress: Vec<EgressScope<'a>>,
     /// One service per hostname (clusters are built from these), in registry order.
     pub services: Vec<Arc<Service>>,
     /// VirtualServices that apply to this proxy, in creation order.
@@ -197,7 +198,7 @@ impl<'a> ProxyScope<'a> {
             Some(s) if !s.spec.egress.is_empty() => &s.spec.egress,
             _ => &default_egress,
         };
-        let egress: Vec<EgressScope> = listeners
+        let egress: Vec<EgressScope<'a>> = listeners
             .iter()
             .map(|l| EgressScope {
                 port: l.port.clone(),
@@ -205,13 +206,13 @@ impl<'a> ProxyScope<'a> {
                 services: visible
                     .iter()
                     .filter(|s| egress_imports(&l.hosts, &proxy.namespace, s))
-                    .map(|s| Arc::clone(s))
+                    .copied()
                     .collect(),
             })
             .collect();
 
         let services = dedupe_services(
-            egress.iter().flat_map(|e| e.services.iter()),
+            egress.iter().flat_map(|e| e.services.iter().copied()),
             &proxy.namespace,
         );
 
