@@ -971,7 +971,8 @@ impl DefaultRoute {
     /// Appends the encoded default route of the virtual host named `host:port`, as
     /// [`default_route`] builds it; `false` (nothing written) for another name.
     pub(crate) fn write(&self, buf: &mut Vec<u8>, vhost_name: &str) -> bool {
-        use super::wire::{LEN, key, varint, varint_len};
+        use super::wire::{LEN, key, varint};
+        use prost::encoding::encoded_len_varint as varint_len;
         let Some((host, port)) = vhost_name.rsplit_once(':') else {
             return false;
         };

@@ -199,32 +199,11 @@ pub(crate) fn split_around(msg: &[u8], lo: u32, hi: u32) -> Option<[Vec<u8>; 3]>
     Some(parts)
 }
 
-/// The number of bytes of `v` as a varint.
-pub(crate) fn varint_len(v: u64) -> usize {
-    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use envoy_types::pb::google::protobuf::UInt32Value;
     use prost::Message;
-
-    #[test]
-    fn varint_len_matches_prost() {
-        for v in [
-            0u64,
-            1,
-            127,
-            128,
-            16_383,
-            16_384,
-            u64::from(u32::MAX),
-            u64::MAX,
-        ] {
-            assert_eq!(varint_len(v), prost::encoding::encoded_len_varint(v), "{v}");
-        }
-    }
 
     #[test]
     fn varints_and_nested_lengths_match_prost() {
