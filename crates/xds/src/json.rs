@@ -29,8 +29,8 @@
 //! `bundled_descriptor_matches_locked_envoy_types` fails until you do):
 //!
 //! ```text
-//! ENVOY_TYPES_BIN=~/.cargo/registry/src/index.crates.io-*/envoy-types-<ver>/src/generated/types.bin \
-//!   cargo test -p entryway-xds regenerate_descriptor_set -- --ignored
+//! cargo run -p entryway-xds --example regen_descriptor -- \
+//!   ~/.cargo/registry/src/index.crates.io-*/envoy-types-<ver>/src/generated/types.bin
 //! ```
 //!
 //! A descriptor set older than the Rust types would lose the new fields; [`to_json_value`]
@@ -468,27 +468,5 @@ mod tests {
             "envoy-types is {locked} but the bundled descriptor set is from \
              {DESCRIPTOR_SET_ENVOY_TYPES_VERSION}: regenerate it (see the json module docs)"
         );
-    }
-
-    /// Regenerates `src/envoy_types_descriptor.bin.gz` from envoy-types' `types.bin`
-    /// (path in `ENVOY_TYPES_BIN`): drops source info, gzips.
-    #[test]
-    #[ignore = "maintenance: run with ENVOY_TYPES_BIN=... -- --ignored"]
-    fn regenerate_descriptor_set() {
-        use std::io::Write;
-        let path = std::env::var("ENVOY_TYPES_BIN").expect("set ENVOY_TYPES_BIN");
-        let raw = std::fs::read(&path).unwrap();
-        let mut set =
-            prost_reflect::prost_types::FileDescriptorSet::decode(raw.as_slice()).unwrap();
-        for file in &mut set.file {
-            file.source_code_info = None;
-        }
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-        gz.write_all(&set.encode_to_vec()).unwrap();
-        let out = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/src/envoy_types_descriptor.bin.gz"
-        );
-        std::fs::write(out, gz.finish().unwrap()).unwrap();
     }
 }
