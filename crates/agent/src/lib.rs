@@ -17,7 +17,6 @@ pub mod capture;
 pub mod dns;
 pub mod envoy_bin;
 pub mod nds;
-pub mod node_meta;
 pub mod sds;
 pub mod supervisor;
 
@@ -27,7 +26,7 @@ pub use bootstrap::{
 };
 pub use capture::{Capture, CaptureConfig, CaptureError};
 pub use envoy_bin::{EnvoyNotFound, find_envoy};
-pub use node_meta::NodeMeta;
+pub use entryway_contract::{NodeMeta, node_meta};
 pub use sds::{MeshIdentity, SdsHandle, SdsOptions, SdsServer};
 pub use supervisor::{
     Backoff, EnvoyLaunch, EnvoyPhase, EnvoyStatus, ProxyAgentConfig, Supervisor, SupervisorError,

@@ -11,8 +11,6 @@
 //! The client reconnects with back-off (100 ms doubling to 5 s) when the stream fails; the last
 //! table stays in force meanwhile.
 
-pub mod proto;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,10 +26,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::bootstrap::XdsAddress;
-pub use proto::{NameInfo, NameTable};
-
-/// NDS type URL (Istio's).
-pub const NDS_TYPE_URL: &str = "type.googleapis.com/istio.networking.nds.v1.NameTable";
+pub use entryway_contract::nds::{NDS_TYPE_URL, NameInfo, NameTable};
 
 /// Where the current name table is published. Cloning shares it.
 #[derive(Clone, Debug)]

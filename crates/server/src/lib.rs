@@ -9,8 +9,10 @@
 
 pub mod admin;
 pub mod ads;
+pub mod ca;
 pub mod files;
 pub mod metrics;
+pub mod secure;
 pub mod shared;
 pub mod snapshot;
 pub mod store;

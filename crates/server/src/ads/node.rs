@@ -1,7 +1,7 @@
 //! The proxy's identity from the `node` of its first ADS request.
 //!
 //! Accepted `node.metadata` keys (the contract with the agent is
-//! [`entryway_agent::node_meta`]; Istio's names):
+//! [`entryway_contract::node_meta`]; Istio's names):
 //!
 //! | key | accepted values |
 //! | --- | --- |
@@ -18,7 +18,7 @@
 //! such a node id is used when it parses. A bad value never refuses the proxy: the field keeps
 //! its default and a warning is returned (and logged by the caller).
 
-use entryway_agent::node_meta::{self, NodeMeta};
+use entryway_contract::node_meta::{self, NodeMeta};
 use entryway_model::registry::Proxy;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::google::protobuf::{Struct, value::Kind};
