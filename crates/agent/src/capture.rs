@@ -5,12 +5,12 @@
 //! ```text
 //! nat OUTPUT ─► ISTIO_OUTPUT_DNS (with DNS capture; UDP/TCP port 53)
 //!               ├─ proxy uid/gid ─► RETURN (Envoy's, or an agent running as the proxy user)
-//!               ├─ fwmark DNS_UPSTREAM_MARK ─► RETURN (the DNS proxy's own upstream queries)
+//!               ├─ fwmark AGENT_MARK ─► RETURN (the DNS proxy's own upstream queries)
 //!               └─ else ─► REDIRECT to dns_port (15053)
 //!          ─► -p tcp ISTIO_OUTPUT
 //!               ├─ -o lo (loopback interface) ─► RETURN
 //!               ├─ proxy uid / gid (Envoy's own connections) ─► RETURN
-//!               ├─ fwmark DNS_UPSTREAM_MARK (with DNS capture) ─► RETURN
+//!               ├─ fwmark AGENT_MARK (with DNS capture) ─► RETURN
 //!               ├─ -d 127.0.0.1/32 (::1/128) ─► RETURN
 //!               ├─ excluded ports / excluded CIDRs ─► RETURN
 //!               └─ included CIDRs (default all) ─► ISTIO_REDIRECT ─► REDIRECT to 15001
@@ -48,7 +48,7 @@ pub const DEFAULT_DNS_PORT: u16 = 15053;
 /// uncaptured: the agent runs as root, not as the proxy user, so without the mark its own
 /// queries to the resolv.conf nameservers (port 53) would be redirected back to itself.
 /// Istio's value 1337 (0x539) is its TPROXY mark; this one is distinct.
-pub const DNS_UPSTREAM_MARK: u32 = 0x1538;
+pub const AGENT_MARK: u32 = 0x1538;
 
 /// Chain every outbound TCP connection is sent through.
 pub const CHAIN_OUTPUT: &str = "ISTIO_OUTPUT";
@@ -412,7 +412,7 @@ pub fn build_family(config: &CaptureConfig, family: Family) -> RuleSet {
         &outbound,
     ]));
 
-    let mark = DNS_UPSTREAM_MARK.to_string();
+    let mark = AGENT_MARK.to_string();
     if config.dns_capture {
         rules.push(rule(&[
             CHAIN_OUTPUT_DNS,

@@ -16,7 +16,9 @@ pub mod bootstrap;
 pub mod capture;
 pub mod dns;
 pub mod envoy_bin;
+pub mod mesh;
 pub mod nds;
+pub mod net;
 pub mod sds;
 pub mod supervisor;
 

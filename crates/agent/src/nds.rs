@@ -26,6 +26,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::bootstrap::XdsAddress;
+use crate::mesh::ControlPlane;
 pub use entryway_contract::nds::{NDS_TYPE_URL, NameInfo, NameTable};
 
 /// Where the current name table is published. Cloning shares it.
@@ -115,19 +116,19 @@ impl NdsClient {
     /// Subscribes to NDS at `xds` (plaintext gRPC) as `node` and publishes every table to a
     /// new handle. Runs until [`NdsClient::stop`] or drop.
     pub fn start(xds: &XdsAddress, node: Node) -> NdsClient {
-        Self::start_with(xds, node, NameTableHandle::new())
+        Self::start_with(
+            &ControlPlane::plaintext(xds.clone()),
+            node,
+            NameTableHandle::new(),
+        )
     }
 
-    /// [`NdsClient::start`] publishing to an existing handle.
-    pub fn start_with(xds: &XdsAddress, node: Node, table: NameTableHandle) -> NdsClient {
-        let host = if xds.host.contains(':') {
-            format!("[{}]", xds.host)
-        } else {
-            xds.host.clone()
-        };
-        let uri = format!("http://{host}:{}", xds.port);
+    /// [`NdsClient::start`] through `control_plane` (the secure port when the agent joined
+    /// the mesh; always over the agent's marked sockets, so traffic capture never redirects
+    /// this stream), publishing to an existing handle.
+    pub fn start_with(control_plane: &ControlPlane, node: Node, table: NameTableHandle) -> NdsClient {
         let (stats_tx, stats) = watch::channel(NdsStats::default());
-        let task = tokio::spawn(run(uri, node, table.clone(), stats_tx));
+        let task = tokio::spawn(run(control_plane.clone(), node, table.clone(), stats_tx));
         NdsClient { table, stats, task }
     }
 
@@ -156,10 +157,20 @@ impl Drop for NdsClient {
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
-async fn run(uri: String, node: Node, table: NameTableHandle, stats: watch::Sender<NdsStats>) {
+async fn run(
+    control_plane: ControlPlane,
+    node: Node,
+    table: NameTableHandle,
+    stats: watch::Sender<NdsStats>,
+) {
+    let uri = format!(
+        "{}:{}",
+        control_plane.address().host,
+        control_plane.address().port
+    );
     let mut backoff = BACKOFF_MIN;
     loop {
-        match stream_once(&uri, &node, &table, &stats).await {
+        match stream_once(&control_plane, &node, &table, &stats).await {
             Ok(()) => {
                 info!(%uri, "NDS stream closed by the control plane; reconnecting");
                 backoff = BACKOFF_MIN;
@@ -212,14 +223,12 @@ pub fn decode_response(resp: &DiscoveryResponse) -> Result<NameTable, String> {
 }
 
 async fn stream_once(
-    uri: &str,
+    control_plane: &ControlPlane,
     node: &Node,
     table: &NameTableHandle,
     stats: &watch::Sender<NdsStats>,
 ) -> Result<(), String> {
-    let mut client = AggregatedDiscoveryServiceClient::connect(uri.to_string())
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut client = AggregatedDiscoveryServiceClient::new(control_plane.channel());
     let (tx, rx) = mpsc::channel::<DiscoveryRequest>(4);
     tx.send(request(Some(node), "", "", None))
         .await

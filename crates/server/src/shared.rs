@@ -34,8 +34,10 @@ pub struct ProxyStatus {
     pub node_id: String,
     /// `sotw` or `delta`.
     pub protocol: String,
-    /// Namespace from node metadata.
+    /// Namespace from node metadata (or from the identity when the node names none).
     pub namespace: String,
+    /// The SPIFFE identity the proxy proved on the secure port; `None` on the plaintext port.
+    pub identity: Option<String>,
     /// Snapshot version last pushed.
     pub snapshot_version: u64,
     /// Per type URL.
