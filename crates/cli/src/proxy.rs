@@ -400,8 +400,10 @@ pub async fn run_with_capture(
     capture: Option<crate::capture::CapturePlan>,
 ) -> anyhow::Result<()> {
     let signal = entryway_agent::shutdown_signal()?;
-    let default_xds: SocketAddr = ([127, 0, 0, 1], entryway_server::ads::DEFAULT_PORT).into();
-    let config = agent_config(&args, default_xds)?;
+    let default_xds: SocketAddr = ([127, 0, 0, 1], entryway_contract::PLAINTEXT_XDS_PORT).into();
+    let mut config = agent_config(&args, default_xds)?;
+    // Inbound listeners on 15006 only when inbound traffic is captured to them.
+    config.inbound_capture = capture.as_ref().is_some_and(|p| p.config.inbound.is_some());
     eprintln!("entryway proxy: {}", describe(&config));
     // --- traffic capture (issue 6): apply now, remove on every way out ---
     let (guard, envoy_uid, envoy_gid) = match &capture {

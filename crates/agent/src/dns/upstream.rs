@@ -90,6 +90,7 @@ pub async fn forward(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use tokio::net::UdpSocket;
 
     /// The upstream sockets carry the mark the capture rules exclude (the test runs as
     /// root, as CI does; SO_MARK needs CAP_NET_ADMIN).

@@ -418,6 +418,8 @@ mod tests {
             BTreeMap::from([
                 ("CLUSTER_ID".to_owned(), "Kubernetes".to_owned()),
                 ("DNS_CAPTURE".to_owned(), "true".to_owned()),
+                ("INTERCEPTION_MODE".to_owned(), "NONE".to_owned()),
+                ("SERVICE_ACCOUNT".to_owned(), "default".to_owned()),
                 ("INSTANCE_IPS".to_owned(), "10.1.2.3".to_owned()),
                 (
                     "LABELS".to_owned(),
