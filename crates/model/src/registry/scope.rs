@@ -37,8 +37,9 @@ pub struct Proxy {
     /// else from node metadata `SERVICE_ACCOUNT`; `None` when unknown. A WorkloadEntry with a
     /// `serviceAccount` makes the proxy its target only when they agree.
     pub service_account: Option<String>,
-    /// Whether inbound traffic is captured to the inbound listener (Istio's
-    /// `INTERCEPTION_MODE`: `REDIRECT`, the default, or `NONE`).
+    /// Whether inbound traffic is captured to the inbound listener `virtualInbound` (Istio's
+    /// `INTERCEPTION_MODE` `REDIRECT`); else (`NONE`, and when the proxy does not say) the
+    /// inbound listeners of its service targets bind the workload's address themselves.
     pub inbound_capture: bool,
 }
 
@@ -53,7 +54,7 @@ impl Default for Proxy {
             dns_auto_allocate: false,
             explicit_proxy: None,
             service_account: None,
-            inbound_capture: true,
+            inbound_capture: false,
         }
     }
 }

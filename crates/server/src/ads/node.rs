@@ -109,8 +109,9 @@ pub fn proxy_from_node(node: Option<&Node>) -> (Proxy, Vec<String>) {
         dns_auto_allocate,
         explicit_proxy: meta.explicit_proxy,
         service_account: meta.service_account,
-        inbound_capture: meta.interception_mode.unwrap_or_default()
-            == node_meta::InterceptionMode::Redirect,
+        // Istio's agents always send INTERCEPTION_MODE; a proxy that does not is treated as
+        // not capturing inbound traffic (Entryway's plain-Envoy and explicit-proxy setups).
+        inbound_capture: meta.interception_mode == Some(node_meta::InterceptionMode::Redirect),
     };
     (proxy, warnings)
 }
