@@ -397,7 +397,10 @@ impl RuleSet {
     pub fn output_jumps(&self) -> Vec<Vec<String>> {
         self.rules
             .iter()
-            .filter(|r| r.first().is_some_and(|c| ENTRY_CHAINS.contains(&c.as_str())))
+            .filter(|r| {
+                r.first()
+                    .is_some_and(|c| ENTRY_CHAINS.contains(&c.as_str()))
+            })
             .cloned()
             .collect()
     }
@@ -556,7 +559,15 @@ pub fn build_family(config: &CaptureConfig, family: Family) -> RuleSet {
             Family::V4 => INBOUND_SOURCE_V4,
             Family::V6 => INBOUND_SOURCE_V6,
         };
-        rules.push(rule(&[CHAIN_OUTPUT, "-o", "lo", "-s", source, "-j", "RETURN"]));
+        rules.push(rule(&[
+            CHAIN_OUTPUT,
+            "-o",
+            "lo",
+            "-s",
+            source,
+            "-j",
+            "RETURN",
+        ]));
         // Envoy calling its own workload's address (a service VIP that resolved to this
         // machine): through the inbound side, as Istio does.
         for (flag, ids) in [
@@ -935,7 +946,12 @@ mod tests {
         let set = &build(&config).unwrap()[0];
         assert_eq!(
             set.chains,
-            vec!["ISTIO_OUTPUT", "ISTIO_REDIRECT", "ISTIO_INBOUND", "ISTIO_IN_REDIRECT"]
+            vec![
+                "ISTIO_OUTPUT",
+                "ISTIO_REDIRECT",
+                "ISTIO_INBOUND",
+                "ISTIO_IN_REDIRECT"
+            ]
         );
         assert_eq!(
             lines(set),

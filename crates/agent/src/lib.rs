@@ -27,8 +27,8 @@ pub use bootstrap::{
     minimal_static_bootstrap,
 };
 pub use capture::{Capture, CaptureConfig, CaptureError};
-pub use envoy_bin::{EnvoyNotFound, find_envoy};
 pub use entryway_contract::{NodeMeta, node_meta};
+pub use envoy_bin::{EnvoyNotFound, find_envoy};
 pub use sds::{MeshIdentity, SdsHandle, SdsOptions, SdsServer};
 pub use supervisor::{
     Backoff, EnvoyLaunch, EnvoyPhase, EnvoyStatus, ProxyAgentConfig, Supervisor, SupervisorError,

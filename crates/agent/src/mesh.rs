@@ -27,7 +27,9 @@ use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use entryway_contract::SpiffeId;
-use entryway_contract::ca::{CREATE_CERTIFICATE_PATH, IstioCertificateRequest, IstioCertificateResponse};
+use entryway_contract::ca::{
+    CREATE_CERTIFICATE_PATH, IstioCertificateRequest, IstioCertificateResponse,
+};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls_pki_types::pem::PemObject as _;
@@ -151,9 +153,8 @@ impl ControlPlane {
         if roots.is_empty() {
             return Err(MeshError::Invalid("mesh root: no certificate".into()));
         }
-        let server_name = ServerName::try_from(server_name.to_string()).map_err(|e| {
-            MeshError::Invalid(format!("control plane name {server_name:?}: {e}"))
-        })?;
+        let server_name = ServerName::try_from(server_name.to_string())
+            .map_err(|e| MeshError::Invalid(format!("control plane name {server_name:?}: {e}")))?;
         Ok(ControlPlane {
             inner: Arc::new(Inner {
                 address,
@@ -235,7 +236,9 @@ impl ControlPlane {
             match tokio::time::timeout(CONNECT_TIMEOUT, marked_tcp(addr)).await {
                 Ok(Ok(tcp)) => return self.handshake(tcp).await.map(TokioIo::new),
                 Ok(Err(e)) => last = e,
-                Err(_) => last = io::Error::new(io::ErrorKind::TimedOut, format!("connecting to {addr}")),
+                Err(_) => {
+                    last = io::Error::new(io::ErrorKind::TimedOut, format!("connecting to {addr}"))
+                }
             }
         }
         Err(last)
@@ -261,10 +264,12 @@ impl ControlPlane {
         };
         config.alpn_protocols = vec![b"h2".to_vec()];
         let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-        let stream =
-            tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(tls.server_name.clone(), tcp))
-                .await
-                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake"))??;
+        let stream = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            connector.connect(tls.server_name.clone(), tcp),
+        )
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake"))??;
         Ok(Io::Tls(Box::new(stream)))
     }
 }
@@ -494,13 +499,19 @@ pub mod join_dir {
             let dir = tempfile::tempdir().unwrap();
             let env = BTreeMap::from([
                 ("POD_NAMESPACE".to_string(), "shop".to_string()),
-                ("ISTIO_METAJSON_LABELS".to_string(), r#"{"app":"it's"}"#.to_string()),
+                (
+                    "ISTIO_METAJSON_LABELS".to_string(),
+                    r#"{"app":"it's"}"#.to_string(),
+                ),
             ]);
             write(dir.path(), "ROOT", "TOKEN", &env).unwrap();
             let j = JoinDir::read(dir.path()).unwrap();
             assert_eq!(j.env, env);
             use std::os::unix::fs::PermissionsExt as _;
-            let mode = std::fs::metadata(j.token_file()).unwrap().permissions().mode();
+            let mode = std::fs::metadata(j.token_file())
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
             let istio = "CA_ADDR='istiod-rev-1.istio-system.svc:15012'\nISTIO_INBOUND_PORTS='*'\n# c\nX=y\n";
             let p = parse_env(istio).unwrap();
@@ -564,17 +575,19 @@ impl CertificateClient {
     /// One certificate: a new key (made here), a CSR for the identity, signed by the CA.
     /// Authenticated by `current` (a valid workload certificate) when given, else by the join
     /// token.
-    pub async fn request(&self, current: Option<IdentitySource>) -> Result<MeshIdentity, MeshError> {
+    pub async fn request(
+        &self,
+        current: Option<IdentitySource>,
+    ) -> Result<MeshIdentity, MeshError> {
         let key = rcgen::KeyPair::generate()
             .map_err(|e| MeshError::Invalid(format!("generating a key: {e}")))?;
         let mut params = rcgen::CertificateParams::default();
         params.distinguished_name = rcgen::DistinguishedName::new();
         let uri = self.identity.uri();
-        params.subject_alt_names = vec![rcgen::SanType::URI(
-            uri.as_str()
-                .try_into()
-                .map_err(|e| MeshError::Invalid(format!("identity {uri}: {e}")))?,
-        )];
+        params.subject_alt_names =
+            vec![rcgen::SanType::URI(uri.as_str().try_into().map_err(
+                |e| MeshError::Invalid(format!("identity {uri}: {e}")),
+            )?)];
         let csr = params
             .serialize_request(&key)
             .and_then(|c| c.pem())
@@ -583,7 +596,9 @@ impl CertificateClient {
         let cp = self.control_plane.with_identity(current);
         let mut request = tonic::Request::new(IstioCertificateRequest {
             csr,
-            validity_duration: self.ttl.map_or(0, |t| i64::try_from(t.as_secs()).unwrap_or(i64::MAX)),
+            validity_duration: self
+                .ttl
+                .map_or(0, |t| i64::try_from(t.as_secs()).unwrap_or(i64::MAX)),
         });
         if !by_certificate {
             let token = self.token()?.ok_or_else(|| {
@@ -591,9 +606,9 @@ impl CertificateClient {
                     "no workload certificate and no join token: create one with `entryway token create` (or `entryway vm configure`)".into(),
                 )
             })?;
-            let value = format!("Bearer {token}")
-                .parse()
-                .map_err(|_| MeshError::Invalid("the join token has characters a header cannot carry".into()))?;
+            let value = format!("Bearer {token}").parse().map_err(|_| {
+                MeshError::Invalid("the join token has characters a header cannot carry".into())
+            })?;
             request
                 .metadata_mut()
                 .insert(entryway_contract::AUTHORIZATION_HEADER, value);
@@ -618,7 +633,9 @@ impl CertificateClient {
         let (root, leaf_and_intermediates) = chain
             .split_last()
             .filter(|(_, rest)| !rest.is_empty())
-            .ok_or_else(|| MeshError::Invalid("the CA answered an empty certificate chain".into()))?;
+            .ok_or_else(|| {
+                MeshError::Invalid("the CA answered an empty certificate chain".into())
+            })?;
         MeshIdentity::from_pem(
             uri,
             leaf_and_intermediates.concat(),
@@ -634,7 +651,9 @@ impl CertificateClient {
 pub fn rotation_time(validity: (SystemTime, SystemTime), jitter: f64) -> SystemTime {
     let (from, to) = validity;
     let life = to.duration_since(from).unwrap_or_default();
-    let grace = life.mul_f64((GRACE_PERIOD_RATIO + jitter.clamp(-1.0, 1.0) * GRACE_PERIOD_JITTER).clamp(0.0, 1.0));
+    let grace = life.mul_f64(
+        (GRACE_PERIOD_RATIO + jitter.clamp(-1.0, 1.0) * GRACE_PERIOD_JITTER).clamp(0.0, 1.0),
+    );
     to.checked_sub(grace).unwrap_or(from)
 }
 
@@ -709,8 +728,17 @@ mod tests {
     fn rotates_at_half_life_with_one_percent_jitter() {
         let from = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
         let to = from + Duration::from_secs(100);
-        assert_eq!(rotation_time((from, to), 0.0), from + Duration::from_secs(50));
-        assert_eq!(rotation_time((from, to), 1.0), from + Duration::from_secs(49));
-        assert_eq!(rotation_time((from, to), -1.0), from + Duration::from_secs(51));
+        assert_eq!(
+            rotation_time((from, to), 0.0),
+            from + Duration::from_secs(50)
+        );
+        assert_eq!(
+            rotation_time((from, to), 1.0),
+            from + Duration::from_secs(49)
+        );
+        assert_eq!(
+            rotation_time((from, to), -1.0),
+            from + Duration::from_secs(51)
+        );
     }
 }

@@ -126,7 +126,11 @@ impl NdsClient {
     /// [`NdsClient::start`] through `control_plane` (the secure port when the agent joined
     /// the mesh; always over the agent's marked sockets, so traffic capture never redirects
     /// this stream), publishing to an existing handle.
-    pub fn start_with(control_plane: &ControlPlane, node: Node, table: NameTableHandle) -> NdsClient {
+    pub fn start_with(
+        control_plane: &ControlPlane,
+        node: Node,
+        table: NameTableHandle,
+    ) -> NdsClient {
         let (stats_tx, stats) = watch::channel(NdsStats::default());
         let task = tokio::spawn(run(control_plane.clone(), node, table.clone(), stats_tx));
         NdsClient { table, stats, task }

@@ -223,8 +223,11 @@ pub fn start_for_agent_following(
 
 /// The self-signed identity of an agent without mesh credentials.
 pub fn self_signed_for(config: &ProxyAgentConfig) -> Result<MeshIdentity, SdsError> {
-    let identity =
-        MeshIdentity::self_signed(&config.trust_domain, &config.namespace, &config.service_account)?;
+    let identity = MeshIdentity::self_signed(
+        &config.trust_domain,
+        &config.namespace,
+        &config.service_account,
+    )?;
     tracing::info!(
         spiffe_id = identity.spiffe_id(),
         "mesh identity from a self-signed root (no mesh credentials: other agents will not trust it)"

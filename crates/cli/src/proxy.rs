@@ -122,19 +122,21 @@ pub fn agent_config(args: &ProxyArgs, xds_default: SocketAddr) -> anyhow::Result
         .or_else(|| join.as_ref().map(JoinDir::root_cert));
     if let Some(root_cert) = root_cert {
         let get = |k: &str| join.as_ref().and_then(|j| j.get(k)).map(str::to_string);
-        let ca_address = match get(join_dir::CA_ADDRESS_KEY) {
-            Some(a) => Some(XdsAddress::parse(&a).with_context(|| {
-                format!("{} in the join directory", join_dir::CA_ADDRESS_KEY)
-            })?),
-            None => None,
-        };
-        let cert_ttl = match (args.cert_ttl, get(join_dir::SECRET_TTL_KEY)) {
-            (Some(t), _) => Some(t),
-            (None, Some(t)) => Some(humantime::parse_duration(&t).with_context(|| {
-                format!("{} in the join directory", join_dir::SECRET_TTL_KEY)
-            })?),
-            (None, None) => None,
-        };
+        let ca_address =
+            match get(join_dir::CA_ADDRESS_KEY) {
+                Some(a) => Some(XdsAddress::parse(&a).with_context(|| {
+                    format!("{} in the join directory", join_dir::CA_ADDRESS_KEY)
+                })?),
+                None => None,
+            };
+        let cert_ttl =
+            match (args.cert_ttl, get(join_dir::SECRET_TTL_KEY)) {
+                (Some(t), _) => Some(t),
+                (None, Some(t)) => Some(humantime::parse_duration(&t).with_context(|| {
+                    format!("{} in the join directory", join_dir::SECRET_TTL_KEY)
+                })?),
+                (None, None) => None,
+            };
         c.mesh = Some(entryway_agent::mesh::MeshSecurity {
             root_cert,
             token_file: args
@@ -149,8 +151,25 @@ pub fn agent_config(args: &ProxyArgs, xds_default: SocketAddr) -> anyhow::Result
             ca_address,
             cert_ttl,
         });
+        // A machine joining from elsewhere that names no address of its own: the one it
+        // reaches the control plane from.
+        let ip_named = !args.ip.is_empty()
+            || std::env::var_os("INSTANCE_IP").is_some()
+            || std::env::var_os("ISTIO_META_INSTANCE_IPS").is_some()
+            || join.as_ref().is_some_and(|j| {
+                j.get("INSTANCE_IP").is_some() || j.get("ISTIO_META_INSTANCE_IPS").is_some()
+            });
+        if !ip_named
+            && let Ok(ip) =
+                entryway_agent::net::local_address_towards(&c.xds_address.host, c.xds_address.port)
+            && !ip.is_loopback()
+        {
+            c.instance_ips = vec![ip];
+        }
     } else if args.token_file.is_some() {
-        anyhow::bail!("--token-file needs --root-cert (the mesh root that verifies the control plane)");
+        anyhow::bail!(
+            "--token-file needs --root-cert (the mesh root that verifies the control plane)"
+        );
     }
     c.admin_port = args.envoy_admin_port;
     if args.delta {
@@ -199,7 +218,10 @@ pub struct Joined {
 /// With mesh credentials: the first workload certificate from the mesh CA (retrying until it
 /// signs or `stop` fires) and its rotation in the background. Without: a self-signed identity
 /// and the plaintext port.
-pub async fn join(config: &ProxyAgentConfig, stop: watch::Receiver<bool>) -> anyhow::Result<Joined> {
+pub async fn join(
+    config: &ProxyAgentConfig,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<Joined> {
     use entryway_agent::mesh::{CertificateClient, ControlPlane, start_identity};
     let Some(mesh) = &config.mesh else {
         let identity = entryway_agent::sds::self_signed_for(config)?;
@@ -215,7 +237,12 @@ pub async fn join(config: &ProxyAgentConfig, stop: watch::Receiver<bool>) -> any
         Some(a) => cp.at(a.clone()),
         None => cp.clone(),
     };
-    let client = CertificateClient::new(ca, mesh.token_file.clone(), config.spiffe_id(), mesh.cert_ttl);
+    let client = CertificateClient::new(
+        ca,
+        mesh.token_file.clone(),
+        config.spiffe_id(),
+        mesh.cert_ttl,
+    );
     let (identity, _rotation) = start_identity(client, stop)
         .await
         .context("getting a workload certificate from the mesh CA")?;
@@ -376,15 +403,7 @@ pub struct ProxyCommandArgs {
 /// Runs `entryway proxy` until SIGINT/SIGTERM; with `--capture`, the namespace's outbound
 /// traffic goes to Envoy meanwhile.
 pub async fn run_command(args: ProxyCommandArgs) -> anyhow::Result<()> {
-    let mut plan = args.capture.plan()?;
-    // As Istio's sidecar: with DNS capture on, the application's DNS queries (port 53) go to
-    // the DNS proxy too, unless the proxy itself asked for them.
-    if let Some(p) = plan.as_mut()
-        && args.agent.dns_capture
-    {
-        p.config.dns_capture = true;
-        p.config.dns_port = args.agent.dns_address.port();
-    }
+    let plan = args.capture.plan()?;
     run_with_capture(args.agent, plan).await
 }
 
@@ -397,13 +416,21 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
 /// this returns, on success and on error alike (the guard removes them when dropped).
 pub async fn run_with_capture(
     args: ProxyArgs,
-    capture: Option<crate::capture::CapturePlan>,
+    mut capture: Option<crate::capture::CapturePlan>,
 ) -> anyhow::Result<()> {
     let signal = entryway_agent::shutdown_signal()?;
     let default_xds: SocketAddr = ([127, 0, 0, 1], entryway_contract::PLAINTEXT_XDS_PORT).into();
     let mut config = agent_config(&args, default_xds)?;
     // Inbound listeners on 15006 only when inbound traffic is captured to them.
     config.inbound_capture = capture.as_ref().is_some_and(|p| p.config.inbound.is_some());
+    // As Istio's sidecar: with DNS capture on (flag, environment or join directory), the
+    // application's DNS queries (port 53) go to the DNS proxy too.
+    if let Some(p) = capture.as_mut()
+        && config.dns_capture
+    {
+        p.config.dns_capture = true;
+        p.config.dns_port = args.dns_address.port();
+    }
     eprintln!("entryway proxy: {}", describe(&config));
     // --- traffic capture (issue 6): apply now, remove on every way out ---
     let (guard, envoy_uid, envoy_gid) = match &capture {
@@ -434,7 +461,16 @@ pub async fn run_with_capture(
             true => Some(start_dns(&config, &joined.control_plane, args.dns_address).await?),
             false => None,
         };
-        run_agent(config, joined.identity, signal, stop_tx, stop_rx, envoy_uid, envoy_gid).await
+        run_agent(
+            config,
+            joined.identity,
+            signal,
+            stop_tx,
+            stop_rx,
+            envoy_uid,
+            envoy_gid,
+        )
+        .await
     }
     .await;
     if let Some(guard) = guard {

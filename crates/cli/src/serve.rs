@@ -74,7 +74,11 @@ pub struct ServeArgs {
 impl ServeArgs {
     /// The defaults of every flag, with this state, CA directory and trust domain (what
     /// commands that work on the control plane's state need).
-    pub fn for_state(state_dir: &std::path::Path, ca_dir: Option<PathBuf>, trust_domain: &str) -> ServeArgs {
+    pub fn for_state(
+        state_dir: &std::path::Path,
+        ca_dir: Option<PathBuf>,
+        trust_domain: &str,
+    ) -> ServeArgs {
         use clap::Parser as _;
         #[derive(clap::Parser)]
         struct Defaults {
@@ -247,8 +251,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     eprintln!(
         "entryway serve: xDS on {} (plaintext), {} (secure), admin on http://{}/ (config: {})",
         cp.xds_addr,
-        cp.secure_addr
-            .map_or("off".to_string(), |a| a.to_string()),
+        cp.secure_addr.map_or("off".to_string(), |a| a.to_string()),
         cp.admin_addr,
         cp.config
             .iter()

@@ -108,17 +108,19 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         }
     };
     let dns = match config.dns_capture {
-        true => match proxy::start_dns(&config, &joined.control_plane, args.proxy.dns_address).await {
-            Ok(d) => {
-                eprintln!("entryway up: DNS proxy on {} (udp+tcp)", d.addr);
-                Some(d)
+        true => {
+            match proxy::start_dns(&config, &joined.control_plane, args.proxy.dns_address).await {
+                Ok(d) => {
+                    eprintln!("entryway up: DNS proxy on {} (udp+tcp)", d.addr);
+                    Some(d)
+                }
+                Err(e) => {
+                    let _ = stop_tx.send(true);
+                    let _ = cp.join().await;
+                    return Err(e);
+                }
             }
-            Err(e) => {
-                let _ = stop_tx.send(true);
-                let _ = cp.join().await;
-                return Err(e);
-            }
-        },
+        }
         false => None,
     };
     let agent = match Agent::start(config, joined.identity, stop_rx) {

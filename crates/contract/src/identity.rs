@@ -23,7 +23,9 @@ pub struct SpiffeId {
 
 /// A URI that is not an Istio workload identity.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{uri:?} is not a SPIFFE workload identity (expected spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>): {reason}")]
+#[error(
+    "{uri:?} is not a SPIFFE workload identity (expected spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>): {reason}"
+)]
 pub struct SpiffeIdError {
     /// The URI (at most 256 bytes of it).
     pub uri: String,
@@ -51,7 +53,9 @@ impl SpiffeId {
             uri: bounded(uri, 256),
             reason,
         };
-        let rest = uri.strip_prefix(SCHEME).ok_or_else(|| err("no spiffe:// scheme"))?;
+        let rest = uri
+            .strip_prefix(SCHEME)
+            .ok_or_else(|| err("no spiffe:// scheme"))?;
         let mut parts = rest.split('/');
         let td = parts.next().unwrap_or_default();
         let (ns_key, ns, sa_key, sa) = (parts.next(), parts.next(), parts.next(), parts.next());
@@ -114,11 +118,21 @@ mod tests {
         for (uri, reason) in [
             ("https://cluster.local/ns/a/sa/b", "no spiffe:// scheme"),
             ("spiffe:///ns/a/sa/b", "empty trust domain"),
-            ("spiffe://td/ns/a", "the path is not /ns/<namespace>/sa/<service-account>"),
-            ("spiffe://td/ns//sa/b", "the path is not /ns/<namespace>/sa/<service-account>"),
+            (
+                "spiffe://td/ns/a",
+                "the path is not /ns/<namespace>/sa/<service-account>",
+            ),
+            (
+                "spiffe://td/ns//sa/b",
+                "the path is not /ns/<namespace>/sa/<service-account>",
+            ),
             ("spiffe://td/ns/a/sa/b/c", "extra path segments"),
         ] {
-            assert_eq!(SpiffeId::parse(uri).map_err(|e| e.reason), Err(reason), "{uri}");
+            assert_eq!(
+                SpiffeId::parse(uri).map_err(|e| e.reason),
+                Err(reason),
+                "{uri}"
+            );
         }
         let long = format!("spiffe://{}", "x".repeat(10_000));
         let e = SpiffeId::parse(&format!("{long}/ns")).expect_err("bad");

@@ -226,7 +226,10 @@ impl AdsServer {
         &self,
         request: Request<Streaming<P::Req>>,
     ) -> Result<ResponseStream<P::Resp>, Status> {
-        let access = self.access(request.extensions(), &request.metadata().clone().into_headers())?;
+        let access = self.access(
+            request.extensions(),
+            &request.metadata().clone().into_headers(),
+        )?;
         Ok(Box::pin(tokio_stream::StreamExt::map(
             ReceiverStream::new(self.spawn::<P>(request.into_inner(), access)),
             |out| out.into_item().map(P::materialise),

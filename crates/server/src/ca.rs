@@ -31,8 +31,7 @@ use std::time::{Duration, SystemTime};
 use entryway_contract::SpiffeId;
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
-    SerialNumber,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject as _;
@@ -185,9 +184,7 @@ impl MeshCa {
         let (root_path, root_pem) = read(ROOT_CERT_FILE)?;
         let chain_pem = match read(CERT_CHAIN_FILE) {
             Ok((path, pem)) => Some((path, pem)),
-            Err(CaError::Read { source, .. })
-                if source.kind() == std::io::ErrorKind::NotFound =>
-            {
+            Err(CaError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
                 None
             }
             Err(e) => return Err(e),
@@ -292,7 +289,9 @@ impl MeshCa {
         ttl: Duration,
     ) -> Result<SignedCertificate, CaError> {
         let csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| {
-            CaError::Refused(format!("the CSR cannot be parsed or its signature is bad: {e}"))
+            CaError::Refused(format!(
+                "the CSR cannot be parsed or its signature is bad: {e}"
+            ))
         })?;
         let want = identity.uri();
         for san in &csr.params.subject_alt_names {
@@ -309,11 +308,10 @@ impl MeshCa {
             return Err(CaError::Refused("the CSR asks for a CA certificate".into()));
         }
         let mut params = leaf_params(ttl)?;
-        params.subject_alt_names = vec![SanType::URI(
-            want.as_str()
-                .try_into()
-                .map_err(|e| CaError::Refused(format!("identity {want}: {e}")))?,
-        )];
+        params.subject_alt_names =
+            vec![SanType::URI(want.as_str().try_into().map_err(|e| {
+                CaError::Refused(format!("identity {want}: {e}"))
+            })?)];
         let signed = CertificateSigningRequestParams {
             params,
             public_key: csr.public_key,
@@ -549,22 +547,31 @@ mod tests {
         let id = SpiffeId::new("cluster.local", "shop", "cart");
         // No SAN in the CSR: the identity comes from the caller.
         let (csr, _) = csr_for(None);
-        let signed = ca.sign_csr(&csr, &id, Duration::from_secs(60)).expect("signed");
+        let signed = ca
+            .sign_csr(&csr, &id, Duration::from_secs(60))
+            .expect("signed");
         assert_eq!(signed.chain.len(), 2, "leaf + root");
         assert_eq!(signed.chain[1], ca.root_pem());
         assert_eq!(uris(&signed.chain[0]), vec![id.uri()]);
         // The same identity asked for: fine.
         let (csr, _) = csr_for(Some(&id.uri()));
-        ca.sign_csr(&csr, &id, Duration::from_secs(60)).expect("same identity");
+        ca.sign_csr(&csr, &id, Duration::from_secs(60))
+            .expect("same identity");
         // Another identity: refused, naming both.
         let (csr, _) = csr_for(Some("spiffe://cluster.local/ns/bank/sa/vault"));
         let e = ca
             .sign_csr(&csr, &id, Duration::from_secs(60))
             .expect_err("refused")
             .to_string();
-        assert!(e.contains("ns/bank/sa/vault") && e.contains("ns/shop/sa/cart"), "{e}");
+        assert!(
+            e.contains("ns/bank/sa/vault") && e.contains("ns/shop/sa/cart"),
+            "{e}"
+        );
         // Garbage.
-        assert!(ca.sign_csr("not a csr", &id, Duration::from_secs(60)).is_err());
+        assert!(
+            ca.sign_csr("not a csr", &id, Duration::from_secs(60))
+                .is_err()
+        );
     }
 
     #[test]
@@ -573,7 +580,10 @@ mod tests {
         let ca = MeshCa::load(options(CaSource::SelfSigned(dir.path().join("ca")))).expect("ca");
         assert_eq!(ca.ttl_for(0).expect("default"), DEFAULT_WORKLOAD_TTL);
         assert_eq!(ca.ttl_for(30).expect("asked"), Duration::from_secs(30));
-        let e = ca.ttl_for(100 * 24 * 3600).expect_err("too long").to_string();
+        let e = ca
+            .ttl_for(100 * 24 * 3600)
+            .expect_err("too long")
+            .to_string();
         assert!(e.contains("greater than the max allowed TTL"), "{e}");
     }
 
@@ -603,7 +613,9 @@ mod tests {
         let ca = MeshCa::load(options(CaSource::PluginDir(dir.path().to_path_buf()))).expect("ca");
         let (csr, _) = csr_for(None);
         let id = SpiffeId::new("cluster.local", "a", "b");
-        let signed = ca.sign_csr(&csr, &id, Duration::from_secs(60)).expect("signed");
+        let signed = ca
+            .sign_csr(&csr, &id, Duration::from_secs(60))
+            .expect("signed");
         assert_eq!(signed.chain.len(), 3, "leaf, intermediate, root");
         assert_eq!(signed.chain[2], root.pem());
         assert_eq!(signed.chain[1], int.pem());

@@ -153,7 +153,10 @@ impl Authenticator {
                 },
             },
         }
-        Err(format!("request authenticate failure: {}", reasons.join("; ")))
+        Err(format!(
+            "request authenticate failure: {}",
+            reasons.join("; ")
+        ))
     }
 }
 
@@ -255,10 +258,11 @@ impl SecureListener {
                 .map_err(|e| SecureError::Tls(format!("mesh root: {e}")))?;
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .allow_unauthenticated()
-            .build()
-            .map_err(|e| SecureError::Tls(e.to_string()))?;
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| SecureError::Tls(e.to_string()))?;
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| SecureError::Tls(e.to_string()))?
@@ -293,7 +297,9 @@ impl SecureListener {
                         }
                         info!("re-issued the control plane's serving certificate");
                     }
-                    Err(e) => warn!(error = %e, "cannot re-issue the serving certificate; keeping the current one"),
+                    Err(e) => {
+                        warn!(error = %e, "cannot re-issue the serving certificate; keeping the current one")
+                    }
                 }
             }
         })

@@ -99,15 +99,9 @@ mod tests {
         let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = server.local_addr().unwrap();
         let udp = upstream_udp(addr).unwrap();
-        assert_eq!(
-            socket2::SockRef::from(&udp).mark().unwrap(),
-            AGENT_MARK
-        );
+        assert_eq!(socket2::SockRef::from(&udp).mark().unwrap(), AGENT_MARK);
         let tcp = upstream_tcp(addr).await.unwrap();
-        assert_eq!(
-            socket2::SockRef::from(&tcp).mark().unwrap(),
-            AGENT_MARK
-        );
+        assert_eq!(socket2::SockRef::from(&tcp).mark().unwrap(), AGENT_MARK);
         // And forwarding still works end to end over UDP.
         let echo = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let echo_addr = echo.local_addr().unwrap();

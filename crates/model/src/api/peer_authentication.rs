@@ -68,13 +68,18 @@ mod tests {
         let pa: PeerAuthentication = serde_json::from_value(v).expect("decode");
         assert_eq!(pa.mtls.as_ref().map(|m| m.mode), Some(MtlsMode::Strict));
         assert_eq!(
-            pa.port_level_mtls.as_ref().and_then(|p| p.get(&8080)).map(|m| m.mode),
+            pa.port_level_mtls
+                .as_ref()
+                .and_then(|p| p.get(&8080))
+                .map(|m| m.mode),
             Some(MtlsMode::Disable)
         );
         assert!(pa.has_selector());
-        let e = serde_json::from_value::<PeerAuthentication>(serde_json::json!({"mtls": {"mode": "BLAH"}}))
-            .expect_err("bad mode")
-            .to_string();
+        let e = serde_json::from_value::<PeerAuthentication>(
+            serde_json::json!({"mtls": {"mode": "BLAH"}}),
+        )
+        .expect_err("bad mode")
+        .to_string();
         assert!(e.contains("BLAH"), "{e}");
     }
 }

@@ -238,9 +238,10 @@ impl Registry {
                         .push(Arc::new(named(c, order, (**dr).clone())))
                 }
                 Spec::Sidecar(sc) => reg.sidecars.push(Arc::new(named(c, order, (**sc).clone()))),
-                Spec::PeerAuthentication(pa) => reg
-                    .peer_authentications
-                    .push(Arc::new(named(c, order, (**pa).clone()))),
+                Spec::PeerAuthentication(pa) => {
+                    reg.peer_authentications
+                        .push(Arc::new(named(c, order, (**pa).clone())))
+                }
             }
         }
 

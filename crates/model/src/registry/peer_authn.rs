@@ -50,7 +50,9 @@ pub fn workload_policy(
     let root = mesh.root_namespace.as_str();
     // Policies are in creation order: the first match of a scope is the oldest.
     let all = &registry.peer_authentications;
-    let mesh_policy = all.iter().find(|p| p.namespace == root && !p.spec.has_selector());
+    let mesh_policy = all
+        .iter()
+        .find(|p| p.namespace == root && !p.spec.has_selector());
     let ns_policy = all
         .iter()
         .find(|p| p.namespace == namespace && namespace != root && !p.spec.has_selector());
@@ -58,11 +60,10 @@ pub fn workload_policy(
         p.namespace == namespace
             && namespace != root
             && p.spec.has_selector()
-            && p.spec.selector.as_ref().is_some_and(|s| {
-                s.match_labels
-                    .iter()
-                    .all(|(k, v)| labels.get(k) == Some(v))
-            })
+            && p.spec
+                .selector
+                .as_ref()
+                .is_some_and(|s| s.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v)))
     });
     let mut mode = MtlsMode::Permissive;
     set(&mut mode, mesh_policy);
@@ -74,7 +75,11 @@ pub fn workload_policy(
             ports
                 .iter()
                 .map(|(port, m)| {
-                    let m = if m.mode == MtlsMode::Unset { mode } else { m.mode };
+                    let m = if m.mode == MtlsMode::Unset {
+                        mode
+                    } else {
+                        m.mode
+                    };
                     (*port, m)
                 })
                 .collect()
@@ -111,7 +116,10 @@ mod tests {
         let mesh = MeshConfig::default();
         // Nothing: PERMISSIVE.
         let r = registry("");
-        assert_eq!(workload_policy(&r, &mesh, "shop", &labels).mode, MtlsMode::Permissive);
+        assert_eq!(
+            workload_policy(&r, &mesh, "shop", &labels).mode,
+            MtlsMode::Permissive
+        );
         // Mesh STRICT, namespace UNSET inherits, workload DISABLE on one port.
         let r = registry(&format!(
             "{PA}metadata: {{name: m, namespace: istio-system}}\nspec: {{mtls: {{mode: STRICT}}}}\n---\n\
@@ -138,11 +146,17 @@ mod tests {
              {PA}metadata: {{name: n1, namespace: shop, creationTimestamp: '2024-01-01T00:00:00Z'}}\nspec: {{mtls: {{mode: PERMISSIVE}}}}\n---\n\
              {PA}metadata: {{name: n0, namespace: shop, creationTimestamp: '2023-01-01T00:00:00Z'}}\nspec: {{mtls: {{mode: DISABLE}}}}\n"
         ));
-        assert_eq!(workload_policy(&r, &mesh, "shop", &labels).mode, MtlsMode::Disable);
+        assert_eq!(
+            workload_policy(&r, &mesh, "shop", &labels).mode,
+            MtlsMode::Disable
+        );
         // A selector policy in the root namespace is ignored.
         let r = registry(&format!(
             "{PA}metadata: {{name: w, namespace: istio-system}}\nspec:\n  selector: {{matchLabels: {{app: b}}}}\n  mtls: {{mode: STRICT}}\n"
         ));
-        assert_eq!(workload_policy(&r, &mesh, "shop", &labels).mode, MtlsMode::Permissive);
+        assert_eq!(
+            workload_policy(&r, &mesh, "shop", &labels).mode,
+            MtlsMode::Permissive
+        );
     }
 }

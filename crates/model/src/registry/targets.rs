@@ -143,10 +143,17 @@ spec:
             ("b.shop.mesh".to_string(), 9000, 9001),
         ];
         assert_eq!(targets(&proxy("shop", "10.0.0.2", Some("b-sa"))), want);
-        assert_eq!(targets(&proxy("shop", "10.0.0.2", None)), want, "unknown account");
+        assert_eq!(
+            targets(&proxy("shop", "10.0.0.2", None)),
+            want,
+            "unknown account"
+        );
         assert!(targets(&proxy("shop", "10.0.0.2", Some("other"))).is_empty());
         assert!(targets(&proxy("bank", "10.0.0.2", Some("b-sa"))).is_empty());
         assert!(targets(&proxy("shop", "10.0.0.3", Some("b-sa"))).is_empty());
-        assert!(targets(&proxy("shop", "127.0.0.1", None)).is_empty(), "loopback");
+        assert!(
+            targets(&proxy("shop", "127.0.0.1", None)).is_empty(),
+            "loopback"
+        );
     }
 }

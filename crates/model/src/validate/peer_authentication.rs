@@ -24,7 +24,10 @@ pub fn validate(spec: &api::PeerAuthentication, _ctx: &Context<'_>, report: &mut
         );
     }
     if ports.is_empty() {
-        report.error(&p, "port level mTLS, if defined, must have at least one element");
+        report.error(
+            &p,
+            "port level mTLS, if defined, must have at least one element",
+        );
     }
     for port in ports.keys() {
         if *port == 0 || *port > 65535 {
@@ -42,7 +45,12 @@ mod tests {
         let checked = check_text(yaml, Format::Yaml, "default", &Default::default()).expect("yaml");
         checked
             .iter()
-            .flat_map(|d| d.report.errors.iter().map(|e| format!("{}: {}", e.path, e.message)))
+            .flat_map(|d| {
+                d.report
+                    .errors
+                    .iter()
+                    .map(|e| format!("{}: {}", e.path, e.message))
+            })
             .collect()
     }
 
@@ -57,11 +65,17 @@ mod tests {
             .is_empty()
         );
         assert_eq!(
-            errors(&format!("{head}  portLevelMtls:\n    8080: {{mode: DISABLE}}\n")),
-            vec!["spec.portLevelMtls: mesh/namespace peer authentication cannot have port level mTLS"]
+            errors(&format!(
+                "{head}  portLevelMtls:\n    8080: {{mode: DISABLE}}\n"
+            )),
+            vec![
+                "spec.portLevelMtls: mesh/namespace peer authentication cannot have port level mTLS"
+            ]
         );
         assert_eq!(
-            errors(&format!("{head}  selector: {{matchLabels: {{app: b}}}}\n  portLevelMtls: {{}}\n")),
+            errors(&format!(
+                "{head}  selector: {{matchLabels: {{app: b}}}}\n  portLevelMtls: {{}}\n"
+            )),
             vec!["spec.portLevelMtls: port level mTLS, if defined, must have at least one element"]
         );
         assert_eq!(
@@ -71,14 +85,20 @@ mod tests {
             vec!["spec.portLevelMtls[0]: port must be in range 1..65535"]
         );
         assert_eq!(
-            errors(&format!("{head}  selector: {{matchLabels: {{app: '*'}}}}\n")),
-            vec!["spec.selector.matchLabels[app]: wildcard is not supported in selector: \"app=*\""]
+            errors(&format!(
+                "{head}  selector: {{matchLabels: {{app: '*'}}}}\n"
+            )),
+            vec![
+                "spec.selector.matchLabels[app]: wildcard is not supported in selector: \"app=*\""
+            ]
         );
         let bad_mode = errors(&format!("{head}  mtls: {{mode: BLAH}}\n"));
         assert_eq!(bad_mode.len(), 1, "{bad_mode:?}");
         assert!(bad_mode[0].contains("BLAH"), "{bad_mode:?}");
         // The networking group is not where PeerAuthentication lives.
-        let wrong = errors("apiVersion: security.istio.io/v1alpha1\nkind: PeerAuthentication\nmetadata: {name: p}\nspec: {}\n");
+        let wrong = errors(
+            "apiVersion: security.istio.io/v1alpha1\nkind: PeerAuthentication\nmetadata: {name: p}\nspec: {}\n",
+        );
         assert_eq!(wrong.len(), 1, "{wrong:?}");
         assert!(wrong[0].contains("security.istio.io/v1\""), "{wrong:?}");
     }

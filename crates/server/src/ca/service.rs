@@ -58,7 +58,10 @@ impl NamedService for CaService {
 }
 
 impl Inner {
-    fn create(&self, req: Request<IstioCertificateRequest>) -> Result<IstioCertificateResponse, Status> {
+    fn create(
+        &self,
+        req: Request<IstioCertificateRequest>,
+    ) -> Result<IstioCertificateResponse, Status> {
         let peer = req.extensions().get::<PeerInfo>().cloned();
         let remote = peer.as_ref().and_then(|p| p.remote).map(|a| a.to_string());
         let headers = req.metadata().clone().into_headers();
@@ -139,8 +142,8 @@ where
         let inner = Arc::clone(&self.inner);
         Box::pin(async move {
             let codec = tonic_prost::ProstCodec::<IstioCertificateResponse, IstioCertificateRequest>::default();
-            let mut grpc = tonic::server::Grpc::new(codec)
-                .max_decoding_message_size(MAX_REQUEST_BYTES);
+            let mut grpc =
+                tonic::server::Grpc::new(codec).max_decoding_message_size(MAX_REQUEST_BYTES);
             Ok(grpc.unary(Unary(inner), req).await)
         })
     }

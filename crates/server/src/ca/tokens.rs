@@ -41,7 +41,9 @@ pub enum TokenError {
     #[error("malformed join token: {0}")]
     Malformed(&'static str),
     /// The signature does not verify: another control plane's token, or tampered with.
-    #[error("join token signature does not verify (not issued by this control plane's state directory)")]
+    #[error(
+        "join token signature does not verify (not issued by this control plane's state directory)"
+    )]
     BadSignature,
     /// Past its expiry.
     #[error("join token {id} expired {ago}s ago")]
@@ -147,7 +149,10 @@ impl TokenStore {
         service_account: &str,
         ttl: Duration,
     ) -> Result<(String, Claims), TokenError> {
-        for (what, v) in [("namespace", namespace), ("service account", service_account)] {
+        for (what, v) in [
+            ("namespace", namespace),
+            ("service account", service_account),
+        ] {
             if v.is_empty() || v.contains('/') || v.len() > 253 {
                 return Err(TokenError::Invalid(format!(
                     "{what} {:?}: must be 1-253 characters without '/'",
@@ -228,11 +233,14 @@ impl TokenStore {
     /// Revokes a token by id (or by the token itself).
     pub fn revoke(&self, id_or_token: &str) -> Result<String, TokenError> {
         let id = match id_or_token.strip_prefix(PREFIX) {
-            Some(_) => self.verify(id_or_token).map(|c| c.id).or_else(|e| match e {
-                // An expired token can still be revoked (harmless).
-                TokenError::Expired { id, .. } => Ok(id),
-                e => Err(e),
-            })?,
+            Some(_) => self
+                .verify(id_or_token)
+                .map(|c| c.id)
+                .or_else(|e| match e {
+                    // An expired token can still be revoked (harmless).
+                    TokenError::Expired { id, .. } => Ok(id),
+                    e => Err(e),
+                })?,
             None => id_or_token.trim().to_string(),
         };
         if id.is_empty() || !id.chars().all(|c| c.is_ascii_hexdigit()) {
@@ -316,7 +324,10 @@ mod tests {
         let (foreign, _) = other
             .issue("shop", "cart", Duration::from_secs(3600))
             .expect("issued");
-        assert!(matches!(store.verify(&foreign), Err(TokenError::BadSignature)));
+        assert!(matches!(
+            store.verify(&foreign),
+            Err(TokenError::BadSignature)
+        ));
         // Change the namespace in the payload, keep the signature.
         let (signed, tag) = token.rsplit_once('.').expect("parts");
         let payload = B64.decode(&signed[PREFIX.len()..]).expect("b64");
@@ -324,11 +335,17 @@ mod tests {
             .expect("utf8")
             .replace("\"shop\"", "\"bank\"");
         let forged = format!("{PREFIX}{}.{tag}", B64.encode(forged));
-        assert!(matches!(store.verify(&forged), Err(TokenError::BadSignature)));
+        assert!(matches!(
+            store.verify(&forged),
+            Err(TokenError::BadSignature)
+        ));
         let (expired, _) = store
             .issue("shop", "cart", Duration::from_secs(0))
             .expect("issued");
-        assert!(matches!(store.verify(&expired), Err(TokenError::Expired { .. })));
+        assert!(matches!(
+            store.verify(&expired),
+            Err(TokenError::Expired { .. })
+        ));
         for garbage in ["", "Bearer x", "ew1.", "ew1.abc", "ew1.!!.!!"] {
             assert!(store.verify(garbage).is_err(), "{garbage:?}");
         }

@@ -161,7 +161,10 @@ pub fn subset_matches(subset_labels: &BTreeMap<String, String>, ep: &Endpoint) -
 pub struct MtlsChecker<'a> {
     dr_mode: Option<ClientTlsMode>,
     /// The registry and mesh config, when any PeerAuthentication exists.
-    peer: Option<(&'a entryway_model::registry::Registry, &'a entryway_model::api::MeshConfig)>,
+    peer: Option<(
+        &'a entryway_model::registry::Registry,
+        &'a entryway_model::api::MeshConfig,
+    )>,
 }
 
 impl<'a> MtlsChecker<'a> {

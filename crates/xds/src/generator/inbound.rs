@@ -199,7 +199,10 @@ pub fn listeners(scope: &ProxyScope<'_>) -> Vec<Listener> {
 /// The inbound clusters `inbound|<port>||`, one per workload port.
 pub fn clusters(scope: &ProxyScope<'_>) -> Vec<Cluster> {
     let (ports, _) = inbound_ports(scope);
-    ports.iter().map(|p| inbound_port_cluster(scope, p)).collect()
+    ports
+        .iter()
+        .map(|p| inbound_port_cluster(scope, p))
+        .collect()
 }
 
 fn socket_address(ip: &str, port: u32) -> core::Address {
@@ -216,7 +219,11 @@ fn ipv6_only(scope: &ProxyScope<'_>) -> bool {
     !scope.proxy.ips.is_empty() && scope.proxy.ips.iter().all(IpAddr::is_ipv6)
 }
 
-fn virtual_inbound(scope: &ProxyScope<'_>, ports: &[InboundPort<'_>], policy: &PeerPolicy) -> Listener {
+fn virtual_inbound(
+    scope: &ProxyScope<'_>,
+    ports: &[InboundPort<'_>],
+    policy: &PeerPolicy,
+) -> Listener {
     let port = u32::try_from(scope.mesh.proxy_inbound_listen_port)
         .ok()
         .filter(|p| *p != 0)
@@ -237,7 +244,9 @@ fn virtual_inbound(scope: &ProxyScope<'_>, ports: &[InboundPort<'_>], policy: &P
     }
     let mut listener_filters = vec![ListenerFilter {
         name: ORIGINAL_DST.to_string(),
-        config_type: Some(listener_filter::ConfigType::TypedConfig(pack(OriginalDst::default()))),
+        config_type: Some(listener_filter::ConfigType::TypedConfig(pack(
+            OriginalDst::default(),
+        ))),
         ..Default::default()
     }];
     listener_filters.extend(inspectors(&chains));
@@ -272,7 +281,11 @@ fn inspectors(chains: &[FilterChain]) -> Vec<ListenerFilter> {
             ..Default::default()
         });
     }
-    if matches(&|m| m.application_protocols.iter().any(|a| a == "http/1.1" || a == "h2c")) {
+    if matches(&|m| {
+        m.application_protocols
+            .iter()
+            .any(|a| a == "http/1.1" || a == "h2c")
+    }) {
         out.push(ListenerFilter {
             name: HTTP_INSPECTOR.to_string(),
             config_type: Some(listener_filter::ConfigType::TypedConfig(pack(
@@ -438,7 +451,9 @@ fn downstream_tls(scope: &ProxyScope<'_>, alpns: &[&str]) -> core::TransportSock
     };
     core::TransportSocket {
         name: "envoy.transport_sockets.tls".to_string(),
-        config_type: Some(core::transport_socket::ConfigType::TypedConfig(pack(context))),
+        config_type: Some(core::transport_socket::ConfigType::TypedConfig(pack(
+            context,
+        ))),
     }
 }
 
@@ -543,7 +558,12 @@ fn inbound_port_cluster(scope: &ProxyScope<'_>, p: &InboundPort<'_>) -> Cluster 
         let v6 = ipv6_only(scope);
         c.upstream_bind_config = Some(core::BindConfig {
             source_address: Some(core::SocketAddress {
-                address: if v6 { INBOUND_SOURCE_V6 } else { INBOUND_SOURCE_V4 }.to_string(),
+                address: if v6 {
+                    INBOUND_SOURCE_V6
+                } else {
+                    INBOUND_SOURCE_V4
+                }
+                .to_string(),
                 port_specifier: Some(core::socket_address::PortSpecifier::PortValue(0)),
                 ..Default::default()
             }),

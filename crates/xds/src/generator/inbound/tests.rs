@@ -51,7 +51,10 @@ fn chains(l: &Listener) -> Vec<(Option<u32>, String, Vec<String>, bool, String)>
                 m.transport_protocol,
                 m.application_protocols,
                 c.transport_socket.is_some(),
-                c.filters.first().map(|f| f.name.clone()).unwrap_or_default(),
+                c.filters
+                    .first()
+                    .map(|f| f.name.clone())
+                    .unwrap_or_default(),
             )
         })
         .collect()
@@ -73,7 +76,10 @@ fn permissive_virtual_inbound_by_port_and_class() {
     let all = s(&ALL_ISTIO_MTLS_ALPNS);
     let got = chains(l);
     // Blackhole for 15006 first.
-    assert_eq!(got[0], (Some(15006), String::new(), vec![], false, TCP.into()));
+    assert_eq!(
+        got[0],
+        (Some(15006), String::new(), vec![], false, TCP.into())
+    );
     // HTTP port 8080 (targetPort): mTLS with Istio ALPNs and plaintext, both HCM.
     assert!(got.contains(&(Some(8080), "tls".into(), all.clone(), true, HCM.into())));
     assert!(got.contains(&(Some(8080), "raw_buffer".into(), vec![], false, HCM.into())));
@@ -103,7 +109,10 @@ fn permissive_virtual_inbound_by_port_and_class() {
             .unwrap_or_else(|| panic!("inbound|{port}||"));
         let j = json_of(c);
         assert_eq!(j["type"], "ORIGINAL_DST", "{j}");
-        assert_eq!(j["upstream_bind_config"]["source_address"]["address"], "127.0.0.6");
+        assert_eq!(
+            j["upstream_bind_config"]["source_address"]["address"],
+            "127.0.0.6"
+        );
     }
 }
 
@@ -134,23 +143,38 @@ fn terminated_mtls_requires_a_mesh_certificate_and_forwards_the_identity() {
         "default"
     );
     let cvc = &ctx["common_tls_context"]["combined_validation_context"];
-    assert_eq!(cvc["validation_context_sds_secret_config"]["name"], "ROOTCA");
+    assert_eq!(
+        cvc["validation_context_sds_secret_config"]["name"],
+        "ROOTCA"
+    );
     assert_eq!(
         cvc["default_validation_context"]["match_subject_alt_names"],
         json!([{"prefix": "spiffe://cluster.local/"}])
     );
-    assert_eq!(ctx["common_tls_context"]["alpn_protocols"], json!(["h2", "http/1.1"]));
+    assert_eq!(
+        ctx["common_tls_context"]["alpn_protocols"],
+        json!(["h2", "http/1.1"])
+    );
     let hcm = &j["filters"][0]["typed_config"];
-    assert_eq!(hcm["forward_client_cert_details"], "APPEND_FORWARD", "{hcm}");
+    assert_eq!(
+        hcm["forward_client_cert_details"], "APPEND_FORWARD",
+        "{hcm}"
+    );
     assert_eq!(
         hcm["set_current_client_cert_details"],
         json!({"subject": true, "uri": true, "dns": true})
     );
     let route = &hcm["route_config"]["virtual_hosts"][0]["routes"][0];
     assert_eq!(hcm["route_config"]["name"], "inbound|8080||");
-    assert_eq!(hcm["route_config"]["virtual_hosts"][0]["name"], "inbound|http|80");
+    assert_eq!(
+        hcm["route_config"]["virtual_hosts"][0]["name"],
+        "inbound|http|80"
+    );
     assert_eq!(route["route"]["cluster"], "inbound|8080||");
-    assert_eq!(route["route"]["retry_policy"]["retry_on"], "reset-before-request");
+    assert_eq!(
+        route["route"]["retry_policy"]["retry_on"],
+        "reset-before-request"
+    );
 }
 
 #[test]
@@ -185,7 +209,13 @@ spec:
     );
     assert_eq!(
         got.iter().filter(|c| c.0 == Some(9000)).collect::<Vec<_>>(),
-        vec![&(Some(9000), "raw_buffer".to_string(), vec![], false, TCP.to_string())],
+        vec![&(
+            Some(9000),
+            "raw_buffer".to_string(),
+            vec![],
+            false,
+            TCP.to_string()
+        )],
         "port-level DISABLE: plaintext only"
     );
     let passthrough: Vec<_> = got.iter().filter(|c| c.0.is_none()).collect();
@@ -242,7 +272,10 @@ fn without_capture_listeners_bind_the_workload_address_and_forward_to_loopback()
         .map(|l| l.name.as_str())
         .filter(|n| n.starts_with("10.0.0.2_"))
         .collect();
-    assert_eq!(names, vec!["10.0.0.2_7000", "10.0.0.2_8080", "10.0.0.2_9000"]);
+    assert_eq!(
+        names,
+        vec!["10.0.0.2_7000", "10.0.0.2_8080", "10.0.0.2_9000"]
+    );
     assert!(!cfg.listeners.iter().any(|l| l.name == "virtualInbound"));
     let l = cfg
         .listeners
@@ -261,8 +294,7 @@ fn without_capture_listeners_bind_the_workload_address_and_forward_to_loopback()
     let j = json_of(c);
     assert_eq!(j["type"], "STATIC");
     assert_eq!(
-        j["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
-            ["socket_address"],
+        j["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"],
         json!({"address": "127.0.0.1", "port_value": 8080})
     );
 }
