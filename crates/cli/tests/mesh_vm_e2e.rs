@@ -149,10 +149,68 @@ impl Mesh {
     }
 }
 
-fn configure(dir: &Path, args: &[&str]) {
+/// How the control plane's CA is set up.
+#[derive(Default)]
+struct Opts {
+    /// A plug-in CA directory (else the self-signed root in the state dir).
+    ca_dir: Option<PathBuf>,
+    /// `--workload-cert-ttl`.
+    cert_ttl: Option<&'static str>,
+}
+
+impl Opts {
+    fn ca_args(&self) -> Vec<String> {
+        match &self.ca_dir {
+            Some(d) => vec!["--ca-dir".into(), d.to_string_lossy().into_owned()],
+            None => Vec::new(),
+        }
+    }
+}
+
+fn serve(lan: &Lan, dir: &Path, opts: &Opts, log: &str) -> Spawned {
+    let secure = format!("{}:15012", Lan::addr(CP));
+    let mut args: Vec<String> = [
+        "serve",
+        "--config",
+        &dir.join("cfg").to_string_lossy(),
+        "--mesh",
+        &dir.join("mesh.yaml").to_string_lossy(),
+        "--state-dir",
+        &dir.join("state").to_string_lossy(),
+        "--secure-xds-address",
+        &secure,
+        "--debounce-ms",
+        "5",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(opts.ca_args());
+    if let Some(ttl) = opts.cert_ttl {
+        args.extend(["--workload-cert-ttl".to_string(), ttl.to_string()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let cp = Spawned::in_netns(
+        &lan.hosts[CP],
+        &entryway(),
+        &args,
+        &[("RUST_LOG", "info")],
+        dir.join(log),
+    )
+    .expect("serve");
+    eventually_ok(WAIT, || {
+        let r = admin(&lan.hosts[CP], 15014, "/ready");
+        if r.contains("ready") { Ok(()) } else { Err(r) }
+    })
+    .unwrap_or_else(|e| panic!("control plane not ready: {e}\n{}", cp.log()));
+    cp
+}
+
+fn configure(dir: &Path, opts: &Opts, args: &[&str]) {
     let out = std::process::Command::new(entryway())
         .args(["vm", "configure", "--state-dir"])
         .arg(dir.join("state"))
+        .args(opts.ca_args())
         .args(args)
         .output()
         .expect("entryway vm configure");
@@ -163,9 +221,8 @@ fn configure(dir: &Path, args: &[&str]) {
     );
 }
 
-fn start() -> Mesh {
+fn start(opts: &Opts, dir: tempfile::TempDir) -> Mesh {
     let lan = Lan::create(3).unwrap_or_else(|e| panic!("{e}. {INSTALL_HINT}"));
-    let dir = tempfile::tempdir().expect("tmp");
     std::fs::create_dir_all(dir.path().join("cfg")).expect("cfg");
     std::fs::write(dir.path().join("cfg/b.yaml"), CONFIG).expect("config");
     std::fs::write(
@@ -174,36 +231,13 @@ fn start() -> Mesh {
     )
     .expect("mesh");
     let secure = format!("{}:15012", Lan::addr(CP));
-    let cp = Spawned::in_netns(
-        &lan.hosts[CP],
-        &entryway(),
-        &[
-            "serve",
-            "--config",
-            &dir.path().join("cfg").to_string_lossy(),
-            "--mesh",
-            &dir.path().join("mesh.yaml").to_string_lossy(),
-            "--state-dir",
-            &dir.path().join("state").to_string_lossy(),
-            "--secure-xds-address",
-            &secure,
-            "--debounce-ms",
-            "5",
-        ],
-        &[("RUST_LOG", "info")],
-        dir.path().join("cp.log"),
-    )
-    .expect("serve");
-    eventually_ok(WAIT, || {
-        let r = admin(&lan.hosts[CP], 15014, "/ready");
-        if r.contains("ready") { Ok(()) } else { Err(r) }
-    })
-    .unwrap_or_else(|e| panic!("control plane not ready: {e}\n{}", cp.log()));
+    let cp = serve(&lan, dir.path(), opts, "cp.log");
 
     let join_a = dir.path().join("join-a");
     let join_b = dir.path().join("join-b");
     configure(
         dir.path(),
+        opts,
         &[
             "-n",
             "client",
@@ -218,6 +252,7 @@ fn start() -> Mesh {
     );
     configure(
         dir.path(),
+        opts,
         &[
             "-n",
             "shop",
@@ -314,7 +349,7 @@ fn tcpdump_on_b(m: &Mesh) -> Spawned {
 
 #[test]
 fn vms_join_the_mesh_with_mutual_tls() {
-    let mut m = start();
+    let mut m = start(&Opts::default(), tempfile::tempdir().expect("tmp"));
     let url = "http://b.shop.mesh/hello";
 
     // A's application calls B by name: resolved by A's DNS proxy (its name table came over
@@ -689,4 +724,218 @@ fn sds_key(socket: &Path) -> String {
             };
             String::from_utf8_lossy(&b).into_owned()
         })
+}
+
+/// Istio's plug-in CA made with openssl as Istio's `tools/certs` does: a root, an
+/// intermediate it signs (the signing CA), and the chain.
+fn plugin_ca(dir: &Path) -> PathBuf {
+    let ca = dir.join("cacerts");
+    std::fs::create_dir_all(&ca).expect("cacerts");
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .current_dir(&ca)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("openssl: {e} (apt-get install -y openssl)"));
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "root-key.pem",
+        "-out",
+        "root-cert.pem",
+        "-days",
+        "30",
+        "-subj",
+        "/O=Istio/CN=Root CA",
+        "-addext",
+        "basicConstraints=critical,CA:true",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca-key.pem",
+        "-out",
+        "ca.csr",
+        "-subj",
+        "/O=Istio/CN=Intermediate CA",
+    ]);
+    std::fs::write(
+        ca.join("ext.cnf"),
+        "basicConstraints=critical,CA:true\nkeyUsage=critical,keyCertSign,cRLSign,digitalSignature\n",
+    )
+    .expect("ext");
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "ca.csr",
+        "-CA",
+        "root-cert.pem",
+        "-CAkey",
+        "root-key.pem",
+        "-CAcreateserial",
+        "-out",
+        "ca-cert.pem",
+        "-days",
+        "30",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    let chain = format!(
+        "{}{}",
+        std::fs::read_to_string(ca.join("ca-cert.pem")).expect("ca-cert"),
+        std::fs::read_to_string(ca.join("root-cert.pem")).expect("root-cert")
+    );
+    std::fs::write(ca.join("cert-chain.pem"), chain).expect("chain");
+    ca
+}
+
+/// Requests from A to B every 50 ms on a thread until told to stop: (sent, failures).
+struct Traffic {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<(usize, Vec<String>)>>,
+}
+
+impl Traffic {
+    fn start(a: &Netns) -> Traffic {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&stop);
+        let name = a.name().to_string();
+        let thread = std::thread::spawn(move || {
+            let mut sent = 0;
+            let mut failures = Vec::new();
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let out = std::process::Command::new("ip")
+                    .args([
+                        "netns",
+                        "exec",
+                        &name,
+                        "curl",
+                        "-sS",
+                        "-m",
+                        "5",
+                        "http://b.shop.mesh/traffic",
+                    ])
+                    .output();
+                sent += 1;
+                match out {
+                    Ok(o) if o.status.success() && o.stdout == b"hello from b" => {}
+                    Ok(o) => failures.push(format!(
+                        "{}: {} {}",
+                        sent,
+                        String::from_utf8_lossy(&o.stdout),
+                        String::from_utf8_lossy(&o.stderr)
+                    )),
+                    Err(e) => failures.push(e.to_string()),
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            (sent, failures)
+        });
+        Traffic {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn finish(mut self) -> (usize, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default()
+    }
+}
+
+#[test]
+fn certificates_rotate_under_traffic_and_survive_a_restart_with_a_plugin_ca() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let opts = Opts {
+        ca_dir: Some(plugin_ca(dir.path())),
+        // Rotation at half of it: a new certificate every ~3 s per workload.
+        cert_ttl: Some("6s"),
+    };
+    let mut m = start(&opts, dir);
+    eventually_ok(WAIT, || {
+        let r = curl(&m.lan.hosts[A], &["http://b.shop.mesh/first"]);
+        if r.0 == 0 {
+            Ok(())
+        } else {
+            Err(format!("{r:?}"))
+        }
+    })
+    .unwrap_or_else(|e| panic!("A never reached B: {e}\n{}\n{}", m.a.log(), m.b.log()));
+    // The workload certificates chain to the plug-in root through its intermediate.
+    let root = std::fs::read_to_string(m.path("cacerts/root-cert.pem")).expect("root");
+    assert_eq!(
+        std::fs::read_to_string(m.path("join-a/root-cert.pem")).expect("joined root"),
+        root,
+        "the join directory carries the plug-in root"
+    );
+
+    let traffic = Traffic::start(&m.lan.hosts[A]);
+    std::thread::sleep(Duration::from_secs(8));
+    // A control-plane restart with the CA from files, while traffic flows.
+    m.cp.terminate();
+    m.cp = serve(&m.lan, m.dir.path(), &opts, "cp2.log");
+    std::thread::sleep(Duration::from_secs(8));
+    let (sent, failures) = traffic.finish();
+    assert!(sent > 100, "only {sent} requests");
+    assert!(
+        failures.is_empty(),
+        "{} of {sent} requests failed: {failures:?}\n--- a ---\n{}\n--- b ---\n{}",
+        failures.len(),
+        m.a.log(),
+        m.b.log()
+    );
+    // Each workload rotated its certificate several times, before and after the restart.
+    for (name, p) in [("a", &m.a), ("b", &m.b)] {
+        let rotations = p.log().matches("rotated the workload certificate").count();
+        assert!(
+            rotations >= 4,
+            "{name} rotated {rotations} times\n{}",
+            p.log()
+        );
+        eprintln!("{name}: {rotations} rotations during {sent} requests, none failed");
+    }
+    let signed_after_restart = m.cp.log().matches("signed a workload certificate").count();
+    assert!(
+        signed_after_restart >= 2,
+        "the restarted control plane signed {signed_after_restart}\n{}",
+        m.cp.log()
+    );
+    // Both proxies are connected again (and their streams authenticated by certificate).
+    let syncz = admin(&m.lan.hosts[CP], 15014, "/debug/syncz");
+    for id in [
+        "spiffe://cluster.local/ns/client/sa/a-sa",
+        "spiffe://cluster.local/ns/shop/sa/b-sa",
+    ] {
+        assert!(
+            syncz.contains(id),
+            "{id} not connected after the restart: {syncz}"
+        );
+    }
+    for p in [&mut m.a, &mut m.b, &mut m.cp] {
+        let status = p.terminate();
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "exit: {status:?}\n{}",
+            p.log()
+        );
+    }
 }
