@@ -30,29 +30,12 @@ use entryway_agent::XdsAddress;
 use entryway_agent::mesh::{CertificateClient, ControlPlane};
 use entryway_agent::sds::{MeshIdentity, fixed_identity};
 use entryway_contract::SpiffeId;
-use entryway_testkit::netns::{INSTALL_HINT, Lan, Netns, NetnsResolvConf};
-use entryway_testkit::{HttpUpstream, Spawned, eventually_ok, http_get};
-
-const WAIT: Duration = Duration::from_secs(40);
-const CP: usize = 0;
-const A: usize = 1;
-const B: usize = 2;
+use entryway_testkit::mesh::{A, B, B_BODY, CP, MeshOptions, ThreeHosts, WAIT, admin, curl, in_ns};
+use entryway_testkit::netns::{Lan, Netns};
+use entryway_testkit::{Spawned, eventually_ok};
 
 fn entryway() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_entryway"))
-}
-
-/// Runs `f` on a thread inside `ns` (its sockets live there).
-fn in_ns<T: Send>(ns: &Netns, f: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            ns.enter_current_thread()
-                .unwrap_or_else(|e| panic!("entering {}: {e}. {INSTALL_HINT}", ns.name()));
-            f()
-        })
-        .join()
-        .expect("thread in namespace")
-    })
 }
 
 /// Runs an async block on a current-thread runtime inside `ns`.
@@ -69,63 +52,6 @@ fn in_ns_async<T: Send, F: std::future::Future<Output = T>>(
     })
 }
 
-/// `curl` inside `ns`: (exit code, status or body, stderr).
-fn curl(ns: &Netns, args: &[&str]) -> (i32, String, String) {
-    let out = std::process::Command::new("ip")
-        .args(["netns", "exec", ns.name(), "curl", "-sS", "-m", "5"])
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("curl: {e}. {INSTALL_HINT}"));
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// GET `path` from an admin server on `ns`'s loopback.
-fn admin(ns: &Netns, port: u16, path: &str) -> String {
-    in_ns(ns, || {
-        http_get(SocketAddr::from(([127, 0, 0, 1], port)), "localhost", path)
-            .map(|r| r.text())
-            .unwrap_or_default()
-    })
-}
-
-const CONFIG: &str = r#"
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: b, namespace: shop}
-spec:
-  hosts: [b.shop.mesh]
-  location: MESH_INTERNAL
-  ports: [{number: 80, name: http, protocol: HTTP, targetPort: 8080}]
-  resolution: STATIC
-  workloadSelector: {labels: {app: b}}
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: {name: vm-b, namespace: shop}
-spec: {address: 10.77.0.3, labels: {app: b, version: v1}, serviceAccount: b-sa}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: b, namespace: shop}
-spec:
-  hosts: [b.shop.mesh]
-  http:
-  - headers: {request: {set: {x-route: via-virtual-service}}}
-    route: [{destination: {host: b.shop.mesh, subset: v1}}]
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: b, namespace: shop}
-spec:
-  host: b.shop.mesh
-  trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}
-  subsets: [{name: v1, labels: {version: v1}}]
-"#;
-
 const STRICT: &str = r#"
 apiVersion: security.istio.io/v1
 kind: PeerAuthentication
@@ -133,207 +59,12 @@ metadata: {name: strict, namespace: shop}
 spec: {mtls: {mode: STRICT}}
 "#;
 
-struct Mesh {
-    lan: Lan,
-    dir: tempfile::TempDir,
-    cp: Spawned,
-    a: Spawned,
-    b: Spawned,
-    upstream: HttpUpstream,
-    _resolv: NetnsResolvConf,
-}
-
-impl Mesh {
-    fn path(&self, p: &str) -> PathBuf {
-        self.dir.path().join(p)
-    }
-}
-
-/// How the control plane's CA is set up.
-#[derive(Default)]
-struct Opts {
-    /// A plug-in CA directory (else the self-signed root in the state dir).
-    ca_dir: Option<PathBuf>,
-    /// `--workload-cert-ttl`.
-    cert_ttl: Option<&'static str>,
-}
-
-impl Opts {
-    fn ca_args(&self) -> Vec<String> {
-        match &self.ca_dir {
-            Some(d) => vec!["--ca-dir".into(), d.to_string_lossy().into_owned()],
-            None => Vec::new(),
-        }
-    }
-}
-
-fn serve(lan: &Lan, dir: &Path, opts: &Opts, log: &str) -> Spawned {
-    let secure = format!("{}:15012", Lan::addr(CP));
-    let mut args: Vec<String> = [
-        "serve",
-        "--config",
-        &dir.join("cfg").to_string_lossy(),
-        "--mesh",
-        &dir.join("mesh.yaml").to_string_lossy(),
-        "--state-dir",
-        &dir.join("state").to_string_lossy(),
-        "--secure-xds-address",
-        &secure,
-        "--debounce-ms",
-        "5",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.extend(opts.ca_args());
-    if let Some(ttl) = opts.cert_ttl {
-        args.extend(["--workload-cert-ttl".to_string(), ttl.to_string()]);
-    }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let cp = Spawned::in_netns(
-        &lan.hosts[CP],
-        &entryway(),
-        &args,
-        &[("RUST_LOG", "info")],
-        dir.join(log),
-    )
-    .expect("serve");
-    eventually_ok(WAIT, || {
-        let r = admin(&lan.hosts[CP], 15014, "/ready");
-        if r.contains("ready") { Ok(()) } else { Err(r) }
-    })
-    .unwrap_or_else(|e| panic!("control plane not ready: {e}\n{}", cp.log()));
-    cp
-}
-
-fn configure(dir: &Path, opts: &Opts, args: &[&str]) {
-    let out = std::process::Command::new(entryway())
-        .args(["vm", "configure", "--state-dir"])
-        .arg(dir.join("state"))
-        .args(opts.ca_args())
-        .args(args)
-        .output()
-        .expect("entryway vm configure");
-    assert!(
-        out.status.success(),
-        "vm configure failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn start(opts: &Opts, dir: tempfile::TempDir) -> Mesh {
-    let lan = Lan::create(3).unwrap_or_else(|e| panic!("{e}. {INSTALL_HINT}"));
-    std::fs::create_dir_all(dir.path().join("cfg")).expect("cfg");
-    std::fs::write(dir.path().join("cfg/b.yaml"), CONFIG).expect("config");
-    std::fs::write(
-        dir.path().join("mesh.yaml"),
-        "outboundTrafficPolicy: {mode: REGISTRY_ONLY}\n",
-    )
-    .expect("mesh");
-    let secure = format!("{}:15012", Lan::addr(CP));
-    let cp = serve(&lan, dir.path(), opts, "cp.log");
-
-    let join_a = dir.path().join("join-a");
-    let join_b = dir.path().join("join-b");
-    configure(
-        dir.path(),
-        opts,
-        &[
-            "-n",
-            "client",
-            "--service-account",
-            "a-sa",
-            "--xds-address",
-            &secure,
-            "--dns-capture",
-            "-o",
-            &join_a.to_string_lossy(),
-        ],
-    );
-    configure(
-        dir.path(),
-        opts,
-        &[
-            "-n",
-            "shop",
-            "--service-account",
-            "b-sa",
-            "--labels",
-            "app=b,version=v1",
-            "--xds-address",
-            &secure,
-            "-o",
-            &join_b.to_string_lossy(),
-        ],
-    );
-
-    // B's application: an HTTP server on all of B's addresses, port 8080.
-    let upstream = in_ns(&lan.hosts[B], || {
-        HttpUpstream::start_at(
-            "b-app",
-            "0.0.0.0:8080".parse().expect("addr"),
-            200,
-            "hello from b",
-        )
-        .expect("b's app")
-    });
-    let b = Spawned::in_netns(
-        &lan.hosts[B],
-        &entryway(),
-        &[
-            "proxy",
-            "--join-dir",
-            &join_b.to_string_lossy(),
-            "--capture",
-            "--inbound-ports",
-            "*",
-            "--explicit-proxy",
-            "off",
-            "--work-dir",
-            &dir.path().join("work-b").to_string_lossy(),
-            "--envoy-log-level",
-            "info",
-        ],
-        &[("RUST_LOG", "info")],
-        dir.path().join("b.log"),
-    )
-    .expect("b's proxy");
-    // A resolves through its DNS proxy; names it does not know go to a nameserver that
-    // does not exist (nothing leaves the bridge).
-    let resolv = NetnsResolvConf::write(&lan.hosts[A], &format!("nameserver {}\n", Lan::addr(CP)))
-        .expect("resolv.conf");
-    let a = Spawned::in_netns(
-        &lan.hosts[A],
-        &entryway(),
-        &[
-            "proxy",
-            "--join-dir",
-            &join_a.to_string_lossy(),
-            "--capture",
-            "--explicit-proxy",
-            "off",
-            "--work-dir",
-            &dir.path().join("work-a").to_string_lossy(),
-            "--envoy-log-level",
-            "info",
-        ],
-        &[("RUST_LOG", "info")],
-        dir.path().join("a.log"),
-    )
-    .expect("a's proxy");
-    Mesh {
-        lan,
-        dir,
-        cp,
-        a,
-        b,
-        upstream,
-        _resolv: resolv,
-    }
+fn start(options: MeshOptions) -> ThreeHosts {
+    ThreeHosts::start(&entryway(), options, tempfile::tempdir().expect("tmp"))
 }
 
 /// Starts tcpdump on B's link; returns it and its output file.
-fn tcpdump_on_b(m: &Mesh) -> Spawned {
+fn tcpdump_on_b(m: &ThreeHosts) -> Spawned {
     let port = Lan::port_of(B);
     Spawned::in_netns(
         &m.lan.switch,
@@ -349,7 +80,7 @@ fn tcpdump_on_b(m: &Mesh) -> Spawned {
 
 #[test]
 fn vms_join_the_mesh_with_mutual_tls() {
-    let mut m = start(&Opts::default(), tempfile::tempdir().expect("tmp"));
+    let mut m = start(MeshOptions::default());
     let url = "http://b.shop.mesh/hello";
 
     // A's application calls B by name: resolved by A's DNS proxy (its name table came over
@@ -358,7 +89,7 @@ fn vms_join_the_mesh_with_mutual_tls() {
     std::thread::sleep(Duration::from_millis(300)); // tcpdump attaches
     let (code, body, err) = eventually_ok(WAIT, || {
         let r = curl(&m.lan.hosts[A], &[url]);
-        if r.0 == 0 && r.1 == "hello from b" {
+        if r.0 == 0 && r.1 == B_BODY {
             Ok(r)
         } else {
             Err(format!("{r:?}"))
@@ -372,7 +103,7 @@ fn vms_join_the_mesh_with_mutual_tls() {
             m.cp.log()
         )
     });
-    assert_eq!((code, body.as_str()), (0, "hello from b"), "{err}");
+    assert_eq!((code, body.as_str()), (0, B_BODY), "{err}");
 
     // B's application saw A's identity, forwarded by B's sidecar, and the route's header.
     let req = m
@@ -417,7 +148,7 @@ fn vms_join_the_mesh_with_mutual_tls() {
     let (code, body, err) = curl(&m.lan.hosts[CP], &[&plain]);
     assert_eq!(
         (code, body.as_str()),
-        (0, "hello from b"),
+        (0, B_BODY),
         "PERMISSIVE plain text: {err}"
     );
     let plain_req = m
@@ -443,7 +174,7 @@ fn vms_join_the_mesh_with_mutual_tls() {
     let (code, body, err) = curl(&m.lan.hosts[A], &[url]);
     assert_eq!(
         (code, body.as_str()),
-        (0, "hello from b"),
+        (0, B_BODY),
         "mesh client under STRICT: {err}"
     );
 
@@ -462,7 +193,7 @@ fn vms_join_the_mesh_with_mutual_tls() {
 
 /// Bad or missing credentials and foreign identities get nothing on 15012; 15010 is not
 /// reachable from another host.
-fn refusals(m: &Mesh) {
+fn refusals(m: &ThreeHosts) {
     let root = std::fs::read_to_string(m.path("join-a/root-cert.pem")).expect("root");
     let secure = XdsAddress::new(Lan::addr(CP).to_string(), 15012);
     let a_id = SpiffeId::new("cluster.local", "client", "a-sa");
@@ -596,7 +327,7 @@ fn refusals(m: &Mesh) {
     let (code, body, err) = curl(&m.lan.hosts[A], &["http://b.shop.mesh/after"]);
     assert_eq!(
         (code, body.as_str()),
-        (0, "hello from b"),
+        (0, B_BODY),
         "after refusals: {err}"
     );
 }
@@ -630,7 +361,7 @@ async fn ads_first_response(cp: &ControlPlane, namespace: &str) -> Result<(), St
 }
 
 /// No private key (the CA's, either workload's) in any log, debug endpoint or config dump.
-fn no_private_keys(m: &Mesh) {
+fn no_private_keys(m: &ThreeHosts) {
     // The workload keys as Envoy got them, straight from each agent's SDS socket.
     let mut keys = vec![std::fs::read_to_string(m.path("state/ca/ca-key.pem")).expect("CA key")];
     for work in ["work-a", "work-b"] {
@@ -834,7 +565,7 @@ impl Traffic {
                     .output();
                 sent += 1;
                 match out {
-                    Ok(o) if o.status.success() && o.stdout == b"hello from b" => {}
+                    Ok(o) if o.status.success() && o.stdout == B_BODY.as_bytes() => {}
                     Ok(o) => failures.push(format!(
                         "{}: {} {}",
                         sent,
@@ -865,21 +596,14 @@ impl Traffic {
 #[test]
 fn certificates_rotate_under_traffic_and_survive_a_restart_with_a_plugin_ca() {
     let dir = tempfile::tempdir().expect("tmp");
-    let opts = Opts {
+    let options = MeshOptions {
         ca_dir: Some(plugin_ca(dir.path())),
         // Rotation at half of it: a new certificate every ~3 s per workload.
-        cert_ttl: Some("6s"),
+        cert_ttl: Some("6s".into()),
+        ..MeshOptions::default()
     };
-    let mut m = start(&opts, dir);
-    eventually_ok(WAIT, || {
-        let r = curl(&m.lan.hosts[A], &["http://b.shop.mesh/first"]);
-        if r.0 == 0 {
-            Ok(())
-        } else {
-            Err(format!("{r:?}"))
-        }
-    })
-    .unwrap_or_else(|e| panic!("A never reached B: {e}\n{}\n{}", m.a.log(), m.b.log()));
+    let mut m = ThreeHosts::start(&entryway(), options, dir);
+    m.wait_a_reaches_b("/first");
     // The workload certificates chain to the plug-in root through its intermediate.
     let root = std::fs::read_to_string(m.path("cacerts/root-cert.pem")).expect("root");
     assert_eq!(
@@ -891,8 +615,7 @@ fn certificates_rotate_under_traffic_and_survive_a_restart_with_a_plugin_ca() {
     let traffic = Traffic::start(&m.lan.hosts[A]);
     std::thread::sleep(Duration::from_secs(8));
     // A control-plane restart with the CA from files, while traffic flows.
-    m.cp.terminate();
-    m.cp = serve(&m.lan, m.dir.path(), &opts, "cp2.log");
+    m.restart_control_plane("cp2.log");
     std::thread::sleep(Duration::from_secs(8));
     let (sent, failures) = traffic.finish();
     assert!(sent > 100, "only {sent} requests");

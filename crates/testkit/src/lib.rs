@@ -9,6 +9,7 @@
 //! - [`fixtures`]: static listener and cluster JSON.
 //! - [`netns`]: network namespaces, veth pairs and [`netns::Lan`] (several hosts on a bridge).
 //! - [`Spawned`]: a child process with a log file, stopped by SIGTERM on drop.
+//! - [`mesh::ThreeHosts`]: a control plane and two VMs on three hosts, with real agents.
 //!
 //! A test that needs Envoy calls [`EnvoyHarness::require`]: a missing Envoy fails the test
 //! with the install hint, it is never skipped.
@@ -16,6 +17,7 @@
 pub mod envoy;
 pub mod fixtures;
 pub mod http;
+pub mod mesh;
 pub mod netns;
 pub mod poll;
 pub mod process;
