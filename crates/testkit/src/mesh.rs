@@ -144,6 +144,15 @@ pub fn admin(ns: &Netns, port: u16, path: &str) -> String {
     })
 }
 
+impl Drop for ThreeHosts {
+    /// The agents first (each stops its Envoy and removes its rules), then the control plane.
+    fn drop(&mut self) {
+        self.a.terminate();
+        self.b.terminate();
+        self.cp.terminate();
+    }
+}
+
 impl ThreeHosts {
     /// A path in the mesh's directory.
     pub fn path(&self, p: &str) -> PathBuf {
