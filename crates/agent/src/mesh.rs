@@ -731,17 +731,13 @@ mod tests {
     fn rotates_at_half_life_with_one_percent_jitter() {
         let from = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
         let to = from + Duration::from_secs(100);
+        assert_eq!(rotation_time(from, to, 0.0), from + Duration::from_secs(50));
+        assert_eq!(rotation_time(from, to, 1.0), from + Duration::from_secs(49));
         assert_eq!(
-            rotation_time((from, to), 0.0),
-            from + Duration::from_secs(50)
-        );
-        assert_eq!(
-            rotation_time((from, to), 1.0),
-            from + Duration::from_secs(49)
-        );
-        assert_eq!(
-            rotation_time((from, to), -1.0),
+            rotation_time(from, to, -1.0),
             from + Duration::from_secs(51)
         );
+        // Expired already: at once.
+        assert_eq!(rotation_time(to, from, 0.0), from);
     }
 }

@@ -50,7 +50,11 @@ fn get(reader: &mut BufReader<TcpStream>, path: &str) -> std::io::Result<String>
     let mut body = vec![0u8; len];
     reader.read_exact(&mut body)?;
     if !status.contains(" 200 ") {
-        return Err(std::io::Error::other(format!("{} {}", status.trim(), String::from_utf8_lossy(&body))));
+        return Err(std::io::Error::other(format!(
+            "{} {}",
+            status.trim(),
+            String::from_utf8_lossy(&body)
+        )));
     }
     Ok(String::from_utf8_lossy(&body).into_owned())
 }
@@ -116,12 +120,19 @@ fn main() {
     let mtls = summary("mTLS", phase(&m, n));
 
     // The same path without TLS: the DestinationRule disables it.
-    let plain_config = CONFIG.replace("trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}", "trafficPolicy: {tls: {mode: DISABLE}}");
+    let plain_config = CONFIG.replace(
+        "trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}",
+        "trafficPolicy: {tls: {mode: DISABLE}}",
+    );
     assert_ne!(plain_config, CONFIG, "the DestinationRule changed");
     std::fs::write(m.path("cfg/b.yaml"), plain_config).expect("write config");
     // Wait until A's cluster has no TLS transport socket any more.
     eventually_ok(Duration::from_secs(20), || {
-        let dump = entryway_testkit::mesh::admin(&m.lan.hosts[A], 15000, "/config_dump?resource=dynamic_active_clusters");
+        let dump = entryway_testkit::mesh::admin(
+            &m.lan.hosts[A],
+            15000,
+            "/config_dump?resource=dynamic_active_clusters",
+        );
         let cluster = dump
             .split("\"name\": \"outbound|80|v1|b.shop.mesh\"")
             .nth(1)
@@ -140,7 +151,11 @@ fn main() {
     let plain = summary("plain text", phase(&m, n));
     // Check the plain phase really skipped mTLS: no client identity at B.
     let last = m.upstream.requests().pop().expect("requests");
-    assert_eq!(last.header("x-forwarded-client-cert"), None, "plain phase still used mTLS");
+    assert_eq!(
+        last.header("x-forwarded-client-cert"),
+        None,
+        "plain phase still used mTLS"
+    );
 
     let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
     println!(

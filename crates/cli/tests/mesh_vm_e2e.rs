@@ -325,11 +325,7 @@ fn refusals(m: &ThreeHosts) {
     }
     // The refusals disturbed nobody: A still reaches B.
     let (code, body, err) = curl(&m.lan.hosts[A], &["http://b.shop.mesh/after"]);
-    assert_eq!(
-        (code, body.as_str()),
-        (0, B_BODY),
-        "after refusals: {err}"
-    );
+    assert_eq!((code, body.as_str()), (0, B_BODY), "after refusals: {err}");
 }
 
 /// Opens an ADS stream as a proxy of `namespace` and returns the first response or the

@@ -45,7 +45,9 @@ fn main() {
             let key = rcgen::KeyPair::generate().expect("key");
             let mut p = rcgen::CertificateParams::default();
             p.distinguished_name = rcgen::DistinguishedName::new();
-            p.serialize_request(&key).and_then(|c| c.pem()).expect("csr")
+            p.serialize_request(&key)
+                .and_then(|c| c.pem())
+                .expect("csr")
         })
         .collect();
     let start = Instant::now();

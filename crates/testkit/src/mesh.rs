@@ -233,7 +233,10 @@ impl ThreeHosts {
                 "--explicit-proxy".into(),
                 "off".into(),
                 "--work-dir".into(),
-                dir.path().join(format!("work-{name}")).to_string_lossy().into_owned(),
+                dir.path()
+                    .join(format!("work-{name}"))
+                    .to_string_lossy()
+                    .into_owned(),
                 "--envoy-log-level".into(),
                 level.clone(),
             ];
@@ -316,7 +319,13 @@ impl ThreeHosts {
     /// Restarts the control plane (same state and CA), logging to `log`.
     pub fn restart_control_plane(&mut self, log: &str) {
         self.cp.terminate();
-        self.cp = Self::serve_on(&self.lan, &self.entryway, self.dir.path(), &self.options, log);
+        self.cp = Self::serve_on(
+            &self.lan,
+            &self.entryway,
+            self.dir.path(),
+            &self.options,
+            log,
+        );
     }
 
     /// Waits until A reaches B's application by name through both sidecars.
@@ -324,7 +333,11 @@ impl ThreeHosts {
         let url = format!("http://b.shop.mesh{path}");
         eventually_ok(WAIT, || {
             let r = curl(&self.lan.hosts[A], &[&url]);
-            if r.0 == 0 && r.1 == B_BODY { Ok(()) } else { Err(format!("{r:?}")) }
+            if r.0 == 0 && r.1 == B_BODY {
+                Ok(())
+            } else {
+                Err(format!("{r:?}"))
+            }
         })
         .unwrap_or_else(|e| {
             panic!(
