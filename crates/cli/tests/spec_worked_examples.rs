@@ -106,7 +106,7 @@ fn example_1_tls_dns_without_addresses() {
     );
 
     let c = cluster(&cfg, "outbound|443||api.example.com");
-    assert_eq!(c["type"], "STRICT_DNS");
+    assert_eq!(c["cluster_type"]["name"], "envoy.cluster.dns");
     assert_eq!(c["connect_timeout"], "10s");
     assert_eq!(c["lb_policy"], "LEAST_REQUEST");
     let ep = &c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"];
@@ -274,9 +274,13 @@ fn seed_external_https_entries_share_443_by_sni() {
         "www.googleapis.com",
         "api.facebook.com",
     ] {
-        assert_eq!(
-            cluster(&cfg, &format!("outbound|443||{h}"))["type"],
-            "STRICT_DNS"
+        // resolution DNS: Envoy's typed DNS cluster resolving every address (STRICT_DNS).
+        let c = cluster(&cfg, &format!("outbound|443||{h}"));
+        assert_eq!(c["cluster_type"]["name"], "envoy.cluster.dns");
+        assert!(
+            c["cluster_type"]["typed_config"]
+                .get("all_addresses_in_single_endpoint")
+                .is_none()
         );
     }
 }

@@ -175,17 +175,18 @@ impl EnvoyHarness {
         entryway_agent::envoy_bin::envoy_version(&self.binary).map_err(io_err("envoy --version"))
     }
 
-    /// Runs `envoy --mode validate` on bootstrap text (JSON or YAML).
-    /// `Err(HarnessError::Rejected)` carries Envoy's stdout and stderr.
-    pub fn validate(&self, bootstrap: &str) -> Result<(), HarnessError> {
+    /// Runs `envoy --mode validate` on bootstrap text (JSON or YAML): Envoy's output (its
+    /// warnings, such as deprecated fields) when accepted; `Err(HarnessError::Rejected)`
+    /// carries Envoy's stdout and stderr.
+    pub fn validate(&self, bootstrap: &str) -> Result<String, HarnessError> {
         let dir = tempdir()?;
         let path = dir.path().join("bootstrap.yaml");
         std::fs::write(&path, bootstrap).map_err(io_err("writing bootstrap"))?;
         self.validate_file(&path)
     }
 
-    /// Runs `envoy --mode validate -c <path>`.
-    pub fn validate_file(&self, path: &Path) -> Result<(), HarnessError> {
+    /// Runs `envoy --mode validate -c <path>`; Envoy's output when accepted.
+    pub fn validate_file(&self, path: &Path) -> Result<String, HarnessError> {
         let out = Command::new(&self.binary)
             .args(["--mode", "validate", "-l", "warning", "-c"])
             .arg(path)
@@ -195,11 +196,11 @@ impl EnvoyHarness {
                 "running {} --mode validate",
                 self.binary.display()
             )))?;
+        let mut output = String::from_utf8_lossy(&out.stdout).into_owned();
+        output.push_str(&String::from_utf8_lossy(&out.stderr));
         if out.status.success() {
-            Ok(())
+            Ok(output)
         } else {
-            let mut output = String::from_utf8_lossy(&out.stdout).into_owned();
-            output.push_str(&String::from_utf8_lossy(&out.stderr));
             Err(HarnessError::Rejected { output })
         }
     }

@@ -382,7 +382,9 @@ pub fn summary(cfg: &ProxyConfig) -> String {
             Some(ClusterDiscoveryType::Type(t)) => DiscoveryType::try_from(*t)
                 .map(|t| t.as_str_name().to_string())
                 .unwrap_or_else(|_| t.to_string()),
-            Some(ClusterDiscoveryType::ClusterType(ct)) => ct.name.clone(),
+            Some(ClusterDiscoveryType::ClusterType(ct)) => dns_cluster_kind(ct)
+                .map(str::to_string)
+                .unwrap_or_else(|| ct.name.clone()),
             None => "STATIC".into(),
         };
         let dr = c
@@ -469,4 +471,23 @@ pub fn encoded_len(cfg: &ProxyConfig) -> usize {
             .iter()
             .map(Message::encoded_len)
             .sum::<usize>()
+}
+
+/// `STRICT_DNS` / `LOGICAL_DNS` for Envoy's typed DNS cluster (what the `type` of such a
+/// cluster was before the typed cluster replaced it), `None` for other cluster types.
+fn dns_cluster_kind(
+    ct: &envoy_types::pb::envoy::config::cluster::v3::cluster::CustomClusterType,
+) -> Option<&'static str> {
+    use envoy_types::pb::envoy::extensions::clusters::dns::v3::DnsCluster;
+    use prost::Message as _;
+    if ct.name != crate::generator::cds::DNS_CLUSTER_TYPE {
+        return None;
+    }
+    let any = ct.typed_config.as_ref()?;
+    let dns = DnsCluster::decode(any.value.as_slice()).ok()?;
+    Some(if dns.all_addresses_in_single_endpoint {
+        "LOGICAL_DNS"
+    } else {
+        "STRICT_DNS"
+    })
 }

@@ -19,12 +19,14 @@ use entryway_model::registry::{
 use envoy_types::pb::envoy::config::cluster::v3::{
     Cluster,
     cluster::{
-        CommonLbConfig, DiscoveryType, DnsLookupFamily, EdsClusterConfig, LbConfig, LbPolicy,
-        OriginalDstLbConfig,
+        ClusterDiscoveryType, CommonLbConfig, CustomClusterType, DiscoveryType, EdsClusterConfig,
+        LbConfig, LbPolicy, OriginalDstLbConfig,
     },
 };
 use envoy_types::pb::envoy::config::core::v3 as core;
 use envoy_types::pb::envoy::config::endpoint::v3::{ClusterLoadAssignment, LocalityLbEndpoints};
+use envoy_types::pb::envoy::extensions::clusters::common::dns::v3::DnsLookupFamily;
+use envoy_types::pb::envoy::extensions::clusters::dns::v3::DnsCluster;
 use envoy_types::pb::envoy::extensions::network::dns_resolver::cares::v3::CaresDnsResolverConfig;
 use envoy_types::pb::envoy::extensions::upstreams::http::v3 as uhttp;
 use envoy_types::pb::google::protobuf::{Duration, ListValue, Struct, Value, value};
@@ -65,20 +67,37 @@ pub fn clusters(scope: &ProxyScope<'_>) -> Vec<Cluster> {
 
 /// What every outbound cluster of one generation shares: computed once per proxy.
 pub(crate) struct ClusterEnv {
-    family: DnsLookupFamily,
-    dns_resolver: core::TypedExtensionConfig,
-    /// `dns_resolver`, encoded (spliced into DNS clusters in direct mode).
-    pub(crate) dns_resolver_bytes: Vec<u8>,
+    /// The `cluster_type` of DNS clusters (resolving every address, and the first only).
+    dns_strict: core::TypedExtensionConfig,
+    dns_logical: core::TypedExtensionConfig,
 }
+
+/// Envoy's typed DNS cluster (`envoy.cluster.dns`), which replaces `type: STRICT_DNS` /
+/// `LOGICAL_DNS` and their cluster-level DNS fields (deprecated in Envoy 1.40, which warns
+/// on every push that uses them).
+pub const DNS_CLUSTER_TYPE: &str = "envoy.cluster.dns";
 
 impl ClusterEnv {
     /// The shared pieces for `scope`'s proxy.
     pub(crate) fn new(scope: &ProxyScope<'_>) -> ClusterEnv {
-        let dns_resolver = dns_resolver_config();
+        let dns = |logical: bool| core::TypedExtensionConfig {
+            name: DNS_CLUSTER_TYPE.to_string(),
+            typed_config: Some(pack_any(DnsCluster {
+                dns_refresh_rate: Some(duration(&scope.mesh.dns_refresh_rate)),
+                respect_dns_ttl: true,
+                dns_jitter: Some(Duration {
+                    seconds: 0,
+                    nanos: DNS_JITTER_NANOS,
+                }),
+                typed_dns_resolver_config: Some(dns_resolver_config()),
+                dns_lookup_family: dns_lookup_family(scope.proxy) as i32,
+                all_addresses_in_single_endpoint: logical,
+                ..Default::default()
+            })),
+        };
         ClusterEnv {
-            family: dns_lookup_family(scope.proxy),
-            dns_resolver_bytes: prost::Message::encode_to_vec(&dns_resolver),
-            dns_resolver,
+            dns_strict: dns(false),
+            dns_logical: dns(true),
         }
     }
 }
@@ -106,9 +125,6 @@ pub(crate) struct Direct {
 pub(crate) const METADATA_FIELD: u32 = 25;
 /// `Cluster.load_assignment`.
 pub(crate) const LOAD_ASSIGNMENT_FIELD: u32 = 33;
-/// `Cluster.typed_dns_resolver_config`: in direct mode an empty placeholder, to be replaced
-/// by [`ClusterEnv::dns_resolver_bytes`].
-pub(crate) const DNS_RESOLVER_FIELD: u32 = 55;
 
 /// The outbound clusters of one service, in [`clusters`] order, handed to `emit` one at a
 /// time (so a caller may encode and drop each before the next is built). With `direct`,
@@ -140,8 +156,7 @@ pub(crate) fn service_clusters(
         dr_with_selector: rule.as_ref().is_some_and(|r| dr_with_selector(scope, r)),
         endpoints,
         accounts: &accounts,
-        family: env.family,
-        dns_resolver: &env.dns_resolver,
+        env,
         direct,
     };
     let inputs = ServiceInputs {
@@ -207,6 +222,7 @@ pub fn service_accounts(scope: &ProxyScope<'_>, svc: &Service) -> Vec<String> {
     accounts_of(svc, service_endpoints(scope, svc))
 }
 
+/// Istio's DNS family: IPv6 only for IPv6-only proxies, else IPv4 only.
 fn dns_lookup_family(proxy: &Proxy) -> DnsLookupFamily {
     if !proxy.ips.is_empty() && proxy.ips.iter().all(IpAddr::is_ipv6) {
         DnsLookupFamily::V6Only
@@ -368,8 +384,7 @@ struct ServiceBuilder<'s, 'a> {
     /// Every endpoint of the service (all ports).
     endpoints: &'a [Arc<Endpoint>],
     accounts: &'s [String],
-    family: DnsLookupFamily,
-    dns_resolver: &'s core::TypedExtensionConfig,
+    env: &'s ClusterEnv,
     /// Metadata and rule-less DNS endpoints encoded directly (see [`Direct`]).
     direct: bool,
 }
@@ -394,8 +409,8 @@ impl ServiceBuilder<'_, '_> {
     }
 
     /// Istio's `buildCluster` for an outbound cluster. `None` for a DNS cluster without
-    /// endpoints (not emitted at all).
-    #[allow(deprecated)] // dns_refresh_rate / dns_jitter / respect_dns_ttl: as istiod sets them.
+    /// endpoints (not emitted at all). DNS clusters are Envoy's typed DNS cluster with
+    /// istiod's DNS settings (refresh rate, TTL, jitter, c-ares, family).
     fn base_cluster(
         &self,
         name: String,
@@ -414,18 +429,16 @@ impl ServiceBuilder<'_, '_> {
                     return None;
                 }
                 if dtype != DiscoveryType::Static {
-                    c.dns_lookup_family = self.family as i32;
-                    c.typed_dns_resolver_config = Some(if self.direct {
-                        core::TypedExtensionConfig::default()
+                    let dns = if dtype == DiscoveryType::LogicalDns {
+                        &self.env.dns_logical
                     } else {
-                        self.dns_resolver.clone()
-                    });
-                    c.dns_jitter = Some(Duration {
-                        seconds: 0,
-                        nanos: DNS_JITTER_NANOS,
-                    });
-                    c.dns_refresh_rate = Some(duration(&mesh.dns_refresh_rate));
-                    c.respect_dns_ttl = true;
+                        &self.env.dns_strict
+                    };
+                    c.cluster_discovery_type =
+                        Some(ClusterDiscoveryType::ClusterType(CustomClusterType {
+                            name: dns.name.clone(),
+                            typed_config: dns.typed_config.clone(),
+                        }));
                 }
                 c.load_assignment = Some(ClusterLoadAssignment {
                     cluster_name: name.clone(),
@@ -443,7 +456,9 @@ impl ServiceBuilder<'_, '_> {
             }
             DiscoveryType::Eds => {}
         }
-        policy::set_type(c, dtype);
+        if !matches!(dtype, DiscoveryType::StrictDns | DiscoveryType::LogicalDns) {
+            policy::set_type(c, dtype);
+        }
         c.common_lb_config = Some(CommonLbConfig::default());
         c.alt_stat_name = if mesh.outbound_cluster_stat_name.is_empty() {
             let mut a = String::with_capacity(name.len() + 1);
@@ -784,16 +799,29 @@ spec:
         );
         let cfg = env.generate();
         let c = cluster_json(&cfg, "outbound|443||api.example.com");
-        assert_eq!(c["type"], "STRICT_DNS");
+        // Envoy's typed DNS cluster with istiod's DNS settings (the cluster-level DNS fields
+        // and `type: STRICT_DNS` are deprecated in Envoy 1.40).
+        assert!(c.get("type").is_none());
+        assert!(c.get("dns_refresh_rate").is_none());
+        assert_eq!(c["cluster_type"]["name"], "envoy.cluster.dns");
+        let dns = &c["cluster_type"]["typed_config"];
+        assert_eq!(
+            dns["@type"],
+            "type.googleapis.com/envoy.extensions.clusters.dns.v3.DnsCluster"
+        );
+        assert!(
+            dns.get("all_addresses_in_single_endpoint").is_none(),
+            "strict: every address"
+        );
         assert_eq!(c["connect_timeout"], "10s");
         assert_eq!(c["lb_policy"], "LEAST_REQUEST");
         assert_eq!(c["alt_stat_name"], "outbound|443||api.example.com;");
-        assert_eq!(c["dns_lookup_family"], "V4_ONLY");
-        assert_eq!(c["dns_refresh_rate"], "60s");
-        assert_eq!(c["respect_dns_ttl"], true);
-        assert_eq!(c["dns_jitter"], "0.100s");
+        assert_eq!(dns["dns_lookup_family"], "V4_ONLY");
+        assert_eq!(dns["dns_refresh_rate"], "60s");
+        assert_eq!(dns["respect_dns_ttl"], true);
+        assert_eq!(dns["dns_jitter"], "0.100s");
         assert_eq!(
-            c["typed_dns_resolver_config"],
+            dns["typed_dns_resolver_config"],
             json!({
                 "name": "envoy.network.dns_resolver.cares",
                 "typed_config": {
@@ -846,8 +874,12 @@ spec:
         );
         let cfg = env.generate();
         let c = cluster_json(&cfg, "outbound|80||rr.example.com");
-        assert_eq!(c["type"], "LOGICAL_DNS");
-        assert_eq!(c["dns_lookup_family"], "V6_ONLY");
+        let dns = &c["cluster_type"]["typed_config"];
+        assert_eq!(
+            dns["all_addresses_in_single_endpoint"], true,
+            "logical: first address"
+        );
+        assert_eq!(dns["dns_lookup_family"], "V6_ONLY");
         assert_eq!(
             c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"],
             json!({"address": "rr.example.com", "port_value": 8080})
@@ -1083,7 +1115,7 @@ spec:
 
         // DNS subsets: the load assignment filtered by subset labels; empty → no cluster.
         let v2 = cluster_json(&cfg, "outbound|80|v2|d.example.com");
-        assert_eq!(v2["type"], "STRICT_DNS");
+        assert_eq!(v2["cluster_type"]["name"], "envoy.cluster.dns");
         let eps = &v2["load_assignment"]["endpoints"][0]["lb_endpoints"];
         assert_eq!(eps.as_array().map(Vec::len), Some(1));
         assert_eq!(

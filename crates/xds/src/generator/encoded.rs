@@ -114,13 +114,10 @@ fn build_block(
             c.encode_raw(&mut scratch);
             let bytes = match direct {
                 Some(d) => {
-                    let mut repl: [(u32, &[u8]); 3] =
-                        [(cds::METADATA_FIELD, &d.metadata), (0, &[]), (0, &[])];
+                    let mut repl: [(u32, &[u8]); 2] =
+                        [(cds::METADATA_FIELD, &d.metadata), (0, &[])];
                     if let Some(la) = &d.load_assignment {
                         repl[1] = (cds::LOAD_ASSIGNMENT_FIELD, la);
-                    }
-                    if c.typed_dns_resolver_config.is_some() {
-                        repl[2] = (cds::DNS_RESOLVER_FIELD, &env.dns_resolver_bytes);
                     }
                     wire::replace_fields(&scratch, &repl)
                 }

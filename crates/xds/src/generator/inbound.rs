@@ -52,7 +52,6 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 };
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3 as tls;
-use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher};
 use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 
 use super::lds::filters::{HTTP_CONNECTION_MANAGER, ROUTER, http_filter, network_filter};
@@ -415,7 +414,6 @@ fn tcp_proxy_filter(cluster: &str) -> Filter {
 /// Istio's inbound mTLS (`BuildInboundTLS`): the workload certificate, a client certificate
 /// required and verified against the mesh root with a SPIFFE identity of the trust domain
 /// (or an alias).
-#[allow(deprecated)] // match_subject_alt_names: what istiod (and Envoy 1.40) still use.
 fn downstream_tls(scope: &ProxyScope<'_>, alpns: &[&str]) -> core::TransportSocket {
     let mut domains = vec![scope.mesh.trust_domain.clone()];
     for alias in &scope.mesh.trust_domain_aliases {
@@ -423,6 +421,7 @@ fn downstream_tls(scope: &ProxyScope<'_>, alpns: &[&str]) -> core::TransportSock
             domains.push(alias.clone());
         }
     }
+    let prefixes: Vec<String> = domains.iter().map(|td| format!("spiffe://{td}/")).collect();
     let mut common = default_common_tls_context();
     if let Some(params) = common.tls_params.as_mut() {
         params.cipher_suites = CIPHER_SUITES.iter().map(|c| c.to_string()).collect();
@@ -431,15 +430,9 @@ fn downstream_tls(scope: &ProxyScope<'_>, alpns: &[&str]) -> core::TransportSock
     common.tls_certificate_sds_secret_configs = vec![sds_secret_config(SDS_DEFAULT_RESOURCE)];
     common.validation_context_type = Some(combined_validation(
         tls::CertificateValidationContext {
-            match_subject_alt_names: domains
-                .iter()
-                .map(|td| StringMatcher {
-                    match_pattern: Some(string_matcher::MatchPattern::Prefix(format!(
-                        "spiffe://{td}/"
-                    ))),
-                    ..Default::default()
-                })
-                .collect(),
+            match_typed_subject_alt_names: policy::san_matchers(
+                prefixes.iter().map(|p| (p.as_str(), true)),
+            ),
             ..Default::default()
         },
         SDS_ROOT_RESOURCE,

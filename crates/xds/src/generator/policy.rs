@@ -981,12 +981,46 @@ pub(crate) fn default_common_tls_context() -> tls::CommonTlsContext {
     }
 }
 
-#[allow(deprecated)] // match_subject_alt_names: what istiod (and Envoy 1.40) still use.
 fn validation_context(sans: &[String]) -> tls::CertificateValidationContext {
     tls::CertificateValidationContext {
-        match_subject_alt_names: exact_matchers(sans),
+        match_typed_subject_alt_names: san_matchers(sans.iter().map(|s| (s.as_str(), false))),
         ..Default::default()
     }
+}
+
+/// Typed SAN matchers (`match_typed_subject_alt_names`) for subject alternative names as
+/// Istio writes them: a `spiffe://` identity matches the certificate's URI SANs, an IP
+/// literal its IP SANs, anything else its DNS SANs (exact matchers on DNS follow RFC 6125
+/// wildcards, as the untyped `match_subject_alt_names` did). The untyped field istiod still
+/// writes is deprecated, and Envoy 1.40 warns about it on every push. With `prefix`, the
+/// value is a prefix (`spiffe://<trust-domain>/` of the inbound side).
+pub fn san_matchers<'a>(
+    sans: impl IntoIterator<Item = (&'a str, bool)>,
+) -> Vec<tls::SubjectAltNameMatcher> {
+    use tls::subject_alt_name_matcher::SanType;
+    sans.into_iter()
+        .map(|(san, prefix)| {
+            let san_type = if san.starts_with("spiffe://") {
+                SanType::Uri
+            } else if san.parse::<std::net::IpAddr>().is_ok() {
+                SanType::IpAddress
+            } else {
+                SanType::Dns
+            };
+            tls::SubjectAltNameMatcher {
+                san_type: san_type as i32,
+                matcher: Some(StringMatcher {
+                    match_pattern: Some(if prefix {
+                        string_matcher::MatchPattern::Prefix(san.to_string())
+                    } else {
+                        string_matcher::MatchPattern::Exact(san.to_string())
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }
+        })
+        .collect()
 }
 
 pub(crate) fn combined_validation(
@@ -1719,8 +1753,11 @@ spec:
         assert_eq!(tc["sni"], "api.example.com");
         let cvc = &tc["common_tls_context"]["combined_validation_context"];
         assert_eq!(
-            cvc["default_validation_context"]["match_subject_alt_names"],
-            json!([{"exact": "spiffe://a"}, {"exact": "spiffe://b"}])
+            cvc["default_validation_context"]["match_typed_subject_alt_names"],
+            json!([
+                {"san_type": "URI", "matcher": {"exact": "spiffe://a"}},
+                {"san_type": "URI", "matcher": {"exact": "spiffe://b"}}
+            ])
         );
         assert_eq!(
             cvc["validation_context_sds_secret_config"]["name"],
@@ -1857,8 +1894,8 @@ spec:
         let tc = &m[0]["transport_socket"]["typed_config"];
         assert_eq!(tc["sni"], "outbound_.8080_._.internal.example.com");
         assert_eq!(
-            tc["common_tls_context"]["combined_validation_context"]["default_validation_context"]["match_subject_alt_names"],
-            json!([{"exact": "spiffe://cluster.local/ns/default/sa/app"}])
+            tc["common_tls_context"]["combined_validation_context"]["default_validation_context"]["match_typed_subject_alt_names"],
+            json!([{"san_type": "URI", "matcher": {"exact": "spiffe://cluster.local/ns/default/sa/app"}}])
         );
         assert_eq!(m[1]["name"], "tlsMode-disabled");
         assert_eq!(m[1]["match"], json!({}));

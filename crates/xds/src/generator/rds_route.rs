@@ -79,15 +79,13 @@ impl RouteCtx<'_, '_, '_> {
 }
 
 /// `0s`-timeout route action pointing at `cluster` (also used for the catch-all vhost).
-// `max_grpc_timeout` is deprecated in Envoy but still accepted; Istio sets it (spec §4.2).
-#[allow(deprecated)]
 pub(crate) fn no_timeout_action(cluster: String) -> RouteAction {
-    RouteAction {
+    let mut action = RouteAction {
         cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(cluster)),
-        timeout: Some(zero_duration()),
-        max_grpc_timeout: Some(zero_duration()),
         ..Default::default()
-    }
+    };
+    set_timeout(&mut action, None);
+    action
 }
 
 /// The route of a service without VirtualService (Istio's `BuildDefaultHTTPOutboundRoute`):
@@ -692,12 +690,25 @@ fn direct_response(d: &api::HttpDirectResponse) -> DirectResponseAction {
     }
 }
 
-/// Timeout and `max_grpc_timeout` of a route (both `0s` when unset).
-// `max_grpc_timeout` is deprecated in Envoy but still accepted; Istio sets it (spec §6.2).
-#[allow(deprecated)]
+/// The timeout of a route (`0s`, none, when unset; spec §6.2). Istio also writes the
+/// deprecated `max_grpc_timeout` (gRPC requests honour their `grpc-timeout` header up to the
+/// route timeout), which Envoy 1.40 warns about on every push. Its replacement,
+/// `max_stream_duration`, switches the route to Envoy's "new timeouts", where the route
+/// `timeout` no longer applies (measured: a 500 ms route timeout then never fired, and a
+/// `max_stream_duration` of 500 ms answered "downstream duration timeout" instead of
+/// "upstream request timeout"). So:
+/// - no timeout: `max_stream_duration {grpc_timeout_header_max: 0s}` — no limit, and gRPC's
+///   header honoured as it is, which is what `max_grpc_timeout: 0s` meant;
+/// - a timeout: the route timeout alone (gRPC requests get it too; a shorter `grpc-timeout`
+///   deadline is enforced by the client rather than by Envoy).
 fn set_timeout(action: &mut RouteAction, timeout: Option<&api::Duration>) {
     let t = timeout.map(duration).unwrap_or_else(zero_duration);
-    action.max_grpc_timeout = Some(t);
+    if t.seconds == 0 && t.nanos == 0 {
+        action.max_stream_duration = Some(route_action::MaxStreamDuration {
+            grpc_timeout_header_max: Some(t),
+            ..Default::default()
+        });
+    }
     action.timeout = Some(t);
 }
 

@@ -50,7 +50,7 @@ fn service_vhost_with_default_route_and_allow_any() {
                 "cluster": "outbound|80||api.example.com",
                 "timeout": "0s",
                 "retry_policy": default_retry_policy(),
-                "max_grpc_timeout": "0s"
+                "max_stream_duration": {"grpc_timeout_header_max": "0s"}
             },
             "decorator": {"operation": "api.example.com:80/*"}
         }])
@@ -64,7 +64,7 @@ fn service_vhost_with_default_route_and_allow_any() {
             "routes": [{
                 "name": "allow_any",
                 "match": {"prefix": "/"},
-                "route": {"cluster": "PassthroughCluster", "timeout": "0s", "max_grpc_timeout": "0s"}
+                "route": {"cluster": "PassthroughCluster", "timeout": "0s", "max_stream_duration": {"grpc_timeout_header_max": "0s"}}
             }],
             "include_request_attempt_count": true
         })
@@ -336,7 +336,8 @@ fn timeout_and_retries() {
     let routes = &vhost(&rc, "reviews.example.com:80")["routes"];
     let a = &routes[0]["route"];
     assert_eq!(a["timeout"], "5s");
-    assert_eq!(a["max_grpc_timeout"], "5s");
+    assert!(a.get("max_stream_duration").is_none(), "{a}");
+    assert!(a.get("max_grpc_timeout").is_none(), "{a}");
     assert_eq!(
         a["retry_policy"],
         json!({

@@ -151,8 +151,8 @@ fn terminated_mtls_requires_a_mesh_certificate_and_forwards_the_identity() {
         "ROOTCA"
     );
     assert_eq!(
-        cvc["default_validation_context"]["match_subject_alt_names"],
-        json!([{"prefix": "spiffe://cluster.local/"}])
+        cvc["default_validation_context"]["match_typed_subject_alt_names"],
+        json!([{"san_type": "URI", "matcher": {"prefix": "spiffe://cluster.local/"}}])
     );
     assert_eq!(
         ctx["common_tls_context"]["alpn_protocols"],
