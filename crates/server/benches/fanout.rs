@@ -493,7 +493,7 @@ async fn run() -> BenchResult<()> {
         let t = Instant::now();
         let scope = ProxyScope::new(&snapshot.registry, &snapshot.mesh, &proxy);
         let cfg = generate(&scope);
-        let g = Generated::build(snapshot.version, &cfg, None);
+        let g = Generated::from_messages(snapshot.version, &cfg, None);
         samples.push(t.elapsed());
         counts = Kind::PUSH_ORDER.map(|k| g.set(k).entries.len());
         sizes = Kind::PUSH_ORDER.map(|k| {

@@ -28,7 +28,7 @@
 
 pub mod ack;
 pub mod cache;
-pub mod canonical;
+pub use entryway_xds::canonical;
 pub mod delta;
 pub mod grpc;
 pub mod nds;

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Instant;
 
 use entryway_model::registry::{Proxy, ProxyScope};
-use entryway_xds::generator::{ProxyConfig, generate};
+use entryway_xds::generator::{ProxyConfig, generate_encoded};
 use tokio::sync::OnceCell;
 
 use super::resources::{Diff, Generated, Known, NameSet, SotwBody, View};
@@ -186,11 +186,13 @@ impl Cache {
                 let hook = self.hook.clone();
                 tokio::task::spawn_blocking(move || {
                     let scope = ProxyScope::new(&snapshot.registry, &snapshot.mesh, &proxy);
-                    let mut cfg = generate(&scope);
+                    let mut encoded = generate_encoded(&scope);
                     if let Some(hook) = hook {
+                        let mut cfg = entryway_xds::generator::decode(&encoded);
                         hook(&proxy, &snapshot, &mut cfg);
+                        encoded = entryway_xds::generator::encode(&cfg);
                     }
-                    let mut g = Generated::build(snapshot.version, &cfg, previous.as_deref());
+                    let mut g = Generated::build(snapshot.version, encoded, previous.as_deref());
                     g.name_table =
                         super::nds::build(&scope, previous.as_deref().map(|p| &p.name_table));
                     Arc::new(g)

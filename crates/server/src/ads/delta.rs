@@ -484,7 +484,7 @@ mod tests {
 
     #[test]
     fn chunk_sizes_are_exact_and_within_the_limit() {
-        let g = Generated::build(1, &config(700), None);
+        let g = Generated::from_messages(1, &config(700), None);
         let updates: Vec<Arc<Resource>> = g.set(Kind::Cluster).entries.values().cloned().collect();
         let removed: Vec<Arc<str>> = (0..3000)
             .map(|i| Arc::from(format!("gone-{i:06}-{}", "y".repeat(i % 50)).as_str()))
@@ -539,7 +539,7 @@ mod tests {
         let cache = Cache::default();
         let n = 2000;
         let names = cluster_names(n);
-        let g = Arc::new(Generated::build(1, &config(n), None));
+        let g = Arc::new(Generated::from_messages(1, &config(n), None));
         let mut d = Delta::default();
         let mut events = Vec::new();
         d.on_request(subscribe(Kind::Cluster, &[]), &cache, &mut events);
@@ -624,7 +624,7 @@ mod tests {
         let mut cfg = config(n);
         cfg.clusters.truncate(n / 2);
         cfg.endpoints.truncate(n / 2);
-        let g2 = Arc::new(Generated::build(2, &cfg, Some(&g)));
+        let g2 = Arc::new(Generated::from_messages(2, &cfg, Some(&g)));
         let out2 = d.flush(&g2, &cache, &mut events);
         events.clear();
         assert!(!out2.is_empty());

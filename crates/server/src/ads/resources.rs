@@ -10,11 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 
-use entryway_xds::generator::ProxyConfig;
-use envoy_types::pb::envoy::config::cluster::v3::Cluster;
-use envoy_types::pb::envoy::config::cluster::v3::cluster::{ClusterDiscoveryType, DiscoveryType};
+use entryway_xds::generator::{EncodedConfig, EncodedResource};
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
-use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use prost::Message;
 
@@ -103,14 +100,8 @@ pub struct Resource {
 }
 
 impl Resource {
-    fn new(kind: Kind, name: Arc<str>, raw: Vec<u8>, eds_cluster: bool) -> Resource {
-        let body = match canonicalize(kind.full_name(), &raw) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::warn!(%kind, name = %name, error = %e, "cannot canonicalise a resource; its version may change without a change");
-                raw
-            }
-        };
+    /// A resource from its canonical encoding (what the generator produces).
+    fn new(name: Arc<str>, body: Vec<u8>, eds_cluster: bool) -> Resource {
         Resource {
             version: version_of(&body).into(),
             name,
@@ -134,7 +125,8 @@ impl Resource {
             .encode_to_vec(),
             Kind::Cluster | Kind::Listener => return None,
         };
-        Some(Arc::new(Resource::new(kind, name.into(), raw, false)))
+        let body = canonicalize(kind.full_name(), &raw).unwrap_or(raw);
+        Some(Arc::new(Resource::new(name.into(), body, false)))
     }
 }
 
@@ -189,35 +181,20 @@ pub struct Generated {
 }
 
 impl Generated {
-    /// Encodes `cfg`. Resources (and whole sets) equal to those of `previous` are shared with
-    /// it rather than stored twice.
+    /// The resources of `cfg` (canonical bytes, see [`entryway_xds::generator`]). Resources
+    /// (and whole sets) equal to those of `previous` are shared with it rather than stored
+    /// twice.
     pub fn build(
         snapshot_version: u64,
-        cfg: &ProxyConfig,
+        cfg: EncodedConfig,
         previous: Option<&Generated>,
     ) -> Generated {
-        let clusters = cfg.clusters.iter().map(|c| {
-            let eds = matches!(
-                c.cluster_discovery_type,
-                Some(ClusterDiscoveryType::Type(t)) if t == DiscoveryType::Eds as i32
-            );
-            (c.name.as_str(), encode::<Cluster>(c), eds)
-        });
-        let endpoints = cfg.endpoints.iter().map(|e| {
-            (
-                e.cluster_name.as_str(),
-                encode::<ClusterLoadAssignment>(e),
-                false,
-            )
-        });
-        let listeners = cfg
-            .listeners
-            .iter()
-            .map(|l| (l.name.as_str(), encode::<Listener>(l), false));
-        let routes = cfg
-            .routes
-            .iter()
-            .map(|r| (r.name.as_str(), encode::<RouteConfiguration>(r), false));
+        let EncodedConfig {
+            listeners,
+            routes,
+            clusters,
+            endpoints,
+        } = cfg;
         let prev = |k: Kind| previous.map(|p| &p.sets[k.index()]);
         Generated {
             snapshot_version,
@@ -232,25 +209,35 @@ impl Generated {
         }
     }
 
+    /// [`Generated::build`] of configuration messages (tests and benchmarks that build or
+    /// change messages themselves), encoded canonically first.
+    pub fn from_messages(
+        snapshot_version: u64,
+        cfg: &entryway_xds::generator::ProxyConfig,
+        previous: Option<&Generated>,
+    ) -> Generated {
+        Generated::build(
+            snapshot_version,
+            entryway_xds::generator::encode(cfg),
+            previous,
+        )
+    }
+
     /// The set of one kind.
     pub fn set(&self, kind: Kind) -> &Arc<ResourceSet> {
         &self.sets[kind.index()]
     }
 }
 
-fn encode<M: Message>(m: &M) -> Vec<u8> {
-    m.encode_to_vec()
-}
-
-fn set_of<'a>(
+fn set_of(
     kind: Kind,
-    items: impl Iterator<Item = (&'a str, Vec<u8>, bool)>,
+    items: Vec<EncodedResource>,
     previous: Option<&Arc<ResourceSet>>,
 ) -> Arc<ResourceSet> {
     let mut entries = BTreeMap::new();
-    for (name, raw, eds) in items {
-        let fresh = Resource::new(kind, name.into(), raw, eds);
-        let r = match previous.and_then(|p| p.entries.get(name)) {
+    for item in items {
+        let fresh = Resource::new(item.name.as_str().into(), item.bytes, item.eds);
+        let r = match previous.and_then(|p| p.entries.get(item.name.as_str())) {
             Some(old) if **old == fresh => Arc::clone(old),
             _ => Arc::new(fresh),
         };
@@ -455,6 +442,8 @@ impl Diff {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use envoy_types::pb::envoy::config::listener::v3::Listener;
+    use prost::Message;
 
     fn res(kind: Kind, name: &str, payload: &[u8]) -> Arc<Resource> {
         // A Listener whose name is `name` and whose stat prefix varies with the payload.
@@ -463,7 +452,8 @@ mod tests {
             stat_prefix: String::from_utf8_lossy(payload).into_owned(),
             ..Default::default()
         };
-        Arc::new(Resource::new(kind, name.into(), l.encode_to_vec(), false))
+        let _ = kind;
+        Arc::new(Resource::new(name.into(), l.encode_to_vec(), false))
     }
 
     fn set(kind: Kind, items: &[(&str, &[u8])]) -> Arc<ResourceSet> {

@@ -7,7 +7,6 @@
 //! cluster filter and the `istio.alpn_override` metadata read by `istio.alpn`).
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -32,15 +31,12 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3 as uhttp;
 use envoy_types::pb::google::protobuf::{Duration, ListValue, Struct, Value, value};
 use envoy_types::util::pack_any;
 
-use super::eds::{
-    MtlsChecker, encode_locality_lb_endpoints, locality_lb_endpoints, subset_matches,
-};
+use super::eds::{MtlsChecker, locality_lb_endpoints, subset_matches};
 use super::names;
 use super::policy::{
     self, ClusterBuild, MtlsMode, PolicyContext, ResolvedPolicy, bool_value, duration,
     string_value, u32v,
 };
-use super::wire;
 
 /// `PILOT_DNS_CARES_UDP_MAX_QUERIES` default.
 pub const DNS_UDP_MAX_QUERIES: u32 = 100;
@@ -60,7 +56,7 @@ pub fn clusters(scope: &ProxyScope<'_>) -> Vec<Cluster> {
     out.push(inbound_passthrough_cluster(scope));
     let env = ClusterEnv::new(scope);
     for svc in &scope.services {
-        service_clusters(scope, &env, svc, false, &mut |c, _, _| out.push(c));
+        service_clusters(scope, &env, svc, &mut |c, _| out.push(c));
     }
     out
 }
@@ -112,30 +108,13 @@ pub(crate) struct ServiceInputs<'s> {
     pub(crate) endpoints: &'s [Arc<Endpoint>],
 }
 
-/// Parts of a cluster written straight as protobuf (`direct` mode of [`service_clusters`]):
-/// the cluster carries an empty placeholder in their place, which the encoder replaces.
-pub(crate) struct Direct {
-    /// Encoded `metadata` (field 25).
-    pub(crate) metadata: Vec<u8>,
-    /// Encoded `load_assignment` (field 33) of a DNS cluster.
-    pub(crate) load_assignment: Option<Vec<u8>>,
-}
-
-/// `Cluster.metadata`.
-pub(crate) const METADATA_FIELD: u32 = 25;
-/// `Cluster.load_assignment`.
-pub(crate) const LOAD_ASSIGNMENT_FIELD: u32 = 33;
-
 /// The outbound clusters of one service, in [`clusters`] order, handed to `emit` one at a
-/// time (so a caller may encode and drop each before the next is built). With `direct`,
-/// the metadata (and the endpoints of DNS clusters without a DestinationRule) are handed
-/// over encoded instead, the cluster holding empty placeholders for them.
+/// time (so a caller may encode and drop each before the next is built).
 pub(crate) fn service_clusters(
     scope: &ProxyScope<'_>,
     env: &ClusterEnv,
     svc: &Service,
-    direct: bool,
-    emit: &mut dyn FnMut(Cluster, Option<Direct>, &ServiceInputs<'_>),
+    emit: &mut dyn FnMut(Cluster, &ServiceInputs<'_>),
 ) {
     if svc.resolution == Resolution::DynamicDns {
         // Dynamic forward proxy clusters are not generated.
@@ -157,13 +136,12 @@ pub(crate) fn service_clusters(
         endpoints,
         accounts: &accounts,
         env,
-        direct,
     };
     let inputs = ServiceInputs {
         rule: rule.as_ref(),
         endpoints,
     };
-    let mut out = |c: Cluster, d: Option<Direct>| emit(c, d, &inputs);
+    let mut out = |c: Cluster| emit(c, &inputs);
     for port in svc.ports.iter().filter(|p| !p.protocol.is_udp()) {
         sb.port_clusters(port, &mut out);
     }
@@ -299,62 +277,6 @@ fn cluster_metadata(
     }
 }
 
-/// The encoding of [`cluster_metadata`] (map entries sorted by key).
-fn encode_cluster_metadata(
-    svc: &Service,
-    external: bool,
-    config: Option<&str>,
-    subset: Option<&str>,
-) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(96 + 2 * svc.hostname.len() + svc.namespace.len());
-    // A `Struct.fields` entry.
-    fn field(b: &mut Vec<u8>, key: &str, value: impl FnOnce(&mut Vec<u8>)) {
-        wire::message(b, 1, |b| {
-            wire::string_always(b, 1, key);
-            wire::message(b, 2, value);
-        });
-    }
-    // filter_metadata (1) entry "istio" -> Struct.
-    wire::message(&mut buf, 1, |b| {
-        wire::string_always(b, 1, "istio");
-        wire::message(b, 2, |b| {
-            if let Some(c) = config {
-                field(b, "config", |b| wire::string_value(b, c));
-            }
-            if external {
-                // bool_value (4): true.
-                field(b, "external", |b| wire::uint32_always(b, 4, 1));
-            }
-            field(b, "services", |b| {
-                // list_value (6) { values (1): struct_value (5) {host, name, namespace} }.
-                wire::message(b, 6, |b| {
-                    wire::message(b, 1, |b| {
-                        wire::message(b, 5, |b| {
-                            field(b, "host", |b| wire::string_value(b, &svc.hostname));
-                            field(b, "name", |b| wire::string_value(b, &svc.hostname));
-                            field(b, "namespace", |b| wire::string_value(b, &svc.namespace));
-                        });
-                    });
-                });
-            });
-            if let Some(s) = subset {
-                field(b, "subset", |b| wire::string_value(b, s));
-            }
-        });
-    });
-    buf
-}
-
-/// `outbound|<port>|<subset>|<host>` (as [`names::outbound_cluster`]), sized exactly.
-fn cluster_name(port: u32, subset: &str, host: &str) -> String {
-    let mut s = String::with_capacity(21 + subset.len() + host.len());
-    let _ = write!(s, "outbound|{port}|");
-    s.push_str(subset);
-    s.push('|');
-    s.push_str(host);
-    s
-}
-
 /// EDS config: ADS, `initial_fetch_timeout: 0s`, V3 (Istio's `maybeApplyEdsConfig`).
 fn maybe_apply_eds_config(cluster: &mut Cluster) {
     if !policy::is_eds(cluster) {
@@ -385,8 +307,6 @@ struct ServiceBuilder<'s, 'a> {
     endpoints: &'a [Arc<Endpoint>],
     accounts: &'s [String],
     env: &'s ClusterEnv,
-    /// Metadata and rule-less DNS endpoints encoded directly (see [`Direct`]).
-    direct: bool,
 }
 
 impl ServiceBuilder<'_, '_> {
@@ -538,52 +458,25 @@ impl ServiceBuilder<'_, '_> {
         }
     }
 
-    /// Sets the cluster's metadata; in direct mode an empty placeholder, the encoding
-    /// returned instead.
-    fn set_metadata(
-        &self,
-        cluster: &mut Cluster,
-        external: bool,
-        subset: Option<&str>,
-    ) -> Option<Direct> {
+    /// Sets the cluster's metadata.
+    fn set_metadata(&self, cluster: &mut Cluster, external: bool, subset: Option<&str>) {
         let config = self.config_path.as_deref();
-        if self.direct {
-            cluster.metadata = Some(core::Metadata::default());
-            Some(Direct {
-                metadata: encode_cluster_metadata(self.svc, external, config, subset),
-                load_assignment: None,
-            })
-        } else {
-            cluster.metadata = Some(cluster_metadata(self.svc, external, config, subset));
-            None
-        }
+        cluster.metadata = Some(cluster_metadata(self.svc, external, config, subset));
     }
 
     /// The default cluster of `port` and its subset clusters.
-    fn port_clusters(&self, port: &ServicePort, out: &mut dyn FnMut(Cluster, Option<Direct>)) {
+    fn port_clusters(&self, port: &ServicePort, out: &mut dyn FnMut(Cluster)) {
         let host = &self.svc.hostname;
         let dtype = discovery_type_of(self.svc);
-        // Without a rule or mesh outlier detection (locality failover), nothing changes a DNS
-        // cluster's endpoints after they are grouped: in direct mode they are encoded here
-        // rather than built.
-        let mesh_outlier = self
-            .scope
-            .mesh
-            .default_traffic_policy
-            .as_ref()
-            .is_some_and(|d| d.outlier_detection.is_some());
-        let direct_dns = self.direct && self.rule.is_none() && !mesh_outlier && self.is_dns();
         let checker = MtlsChecker::new(self.scope, self.rule, "", port.number);
-        let (lb_endpoints, has_endpoints) = if direct_dns {
-            (Vec::new(), self.port_endpoints(port).next().is_some())
-        } else if self.is_dns() {
+        let (lb_endpoints, has_endpoints) = if self.is_dns() {
             let v = self.dns_endpoints(port, None, &checker);
             let has = !v.is_empty();
             (v, has)
         } else {
             (Vec::new(), false)
         };
-        let name = cluster_name(port.number, "", host);
+        let name = names::outbound_cluster(port.number, "", host);
         let Some(mut cb) = self.base_cluster(name, dtype, lb_endpoints, has_endpoints, port, "")
         else {
             return;
@@ -595,22 +488,13 @@ impl ServiceBuilder<'_, '_> {
         let ctx = self.context(port, "", &effective, self.mtls_mode(top, port));
         policy::apply_traffic_policy(&mut cb, &effective, &ctx);
         maybe_apply_eds_config(&mut cb.cluster);
-        let direct = self.set_metadata(&mut cb.cluster, self.svc.mesh_external, None);
-        let direct = direct.map(|mut d| {
-            if direct_dns && let Some(la) = &cb.cluster.load_assignment {
-                let mut buf = Vec::with_capacity(64 + la.cluster_name.len() * 2);
-                wire::string(&mut buf, 1, &la.cluster_name);
-                encode_locality_lb_endpoints(&mut buf, 2, self.port_endpoints(port), &checker);
-                d.load_assignment = Some(buf);
-            }
-            d
-        });
+        self.set_metadata(&mut cb.cluster, self.svc.mesh_external, None);
         let main_type = if policy::is_original_dst(&cb.cluster) {
             DiscoveryType::OriginalDst
         } else {
             dtype
         };
-        out(cb.build(), direct);
+        out(cb.build());
 
         let Some(rule) = self.rule else {
             return;
@@ -636,7 +520,7 @@ impl ServiceBuilder<'_, '_> {
             } else {
                 Vec::new()
             };
-            let name = cluster_name(port.number, &subset.name, host);
+            let name = names::outbound_cluster(port.number, &subset.name, host);
             let has_endpoints = !lb_endpoints.is_empty();
             let Some(mut scb) =
                 self.base_cluster(name, stype, lb_endpoints, has_endpoints, port, &subset.name)
@@ -648,8 +532,8 @@ impl ServiceBuilder<'_, '_> {
             let ctx = self.context(port, &subset.name, &effective, self.mtls_mode(stp, port));
             policy::apply_traffic_policy(&mut scb, &effective, &ctx);
             maybe_apply_eds_config(&mut scb.cluster);
-            let direct = self.set_metadata(&mut scb.cluster, false, Some(&subset.name));
-            out(scb.build(), direct);
+            self.set_metadata(&mut scb.cluster, false, Some(&subset.name));
+            out(scb.build());
         }
     }
 }

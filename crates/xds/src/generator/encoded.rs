@@ -1,18 +1,18 @@
-//! [`generate_encoded`]: the same configuration as [`generate`](super::generate), produced
-//! straight as protobuf bytes per resource.
+//! [`generate_encoded`]: the one generation path. Every resource a proxy receives is built
+//! once (as an Envoy message, by the generators of this module's siblings), encoded once,
+//! canonically ([`crate::canonical`]: map entries sorted, so equal resources are equal bytes
+//! across generations, restarts and replicas), and dropped. The server pushes these bytes;
+//! `xds dump`, the debug endpoints, golden files and tests decode them
+//! ([`super::generate`]), so there is nothing to keep in step.
 //!
 //! A proxy of a large mesh has tens of thousands of clusters and load assignments. Building
-//! all of them as prost structs, then encoding, then dropping them costs far more than the
-//! bytes themselves: every struct is several kilobytes of mostly-empty fields and its strings
-//! and maps are separate allocations, all alive at once. Here each outbound cluster (and the
-//! load assignment of an EDS cluster) is encoded as soon as it is built and dropped before the
-//! next one, so the working set stays in cache; services are split into blocks that worker
-//! threads take in turn, and the blocks are put back in service order, so the result does not
-//! depend on the number of threads or on scheduling.
-//!
-//! Decoding any resource gives exactly the message [`generate`](super::generate) returns for
-//! it, in the same order (by name). Only the byte order of map entries (metadata `Struct`s,
-//! `typed_extension_protocol_options`) may differ between runs, as with any prost encoding.
+//! all of them as messages, then encoding, then dropping them costs far more than the bytes
+//! themselves: every message is several kilobytes of mostly-empty fields and its strings and
+//! maps are separate allocations, all alive at once. Here each outbound cluster (and the load
+//! assignment of an EDS cluster) is encoded as soon as it is built and dropped before the next
+//! one, so the working set stays in cache; services are split into blocks that worker threads
+//! take in turn, and the blocks are put back in service order, so the result does not depend
+//! on the number of threads or on scheduling.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,10 +21,9 @@ use entryway_model::registry::{ProxyScope, Service};
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::cluster::v3::cluster::{ClusterDiscoveryType, DiscoveryType};
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
-use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost};
-use prost::Message;
+use prost::{Message, Name};
 
-use super::{cds, eds, explicit, inbound, lds, rds, wire};
+use super::{cds, eds, explicit, inbound, lds, rds};
 
 /// One resource, encoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,10 +78,19 @@ fn is_eds(c: &Cluster) -> bool {
     )
 }
 
+/// The canonical encoding of `m`, a message of type `M`.
+fn canonical<M: Message + Name>(m: &M) -> Vec<u8> {
+    let raw = m.encode_to_vec();
+    // Every generated resource is a well-formed message of a type the descriptor pool knows;
+    // failing to canonicalise one would break version stability, so it is a bug, loudly.
+    crate::canonical::canonicalize(&M::full_name(), &raw)
+        .expect("generated resources are well-formed messages of known types")
+}
+
 fn encoded_cluster(c: &Cluster) -> EncodedResource {
     EncodedResource {
         name: c.name.clone(),
-        bytes: c.encode_to_vec(),
+        bytes: canonical(c),
         eds: is_eds(c),
     }
 }
@@ -104,53 +112,14 @@ fn build_block(
         clusters: Vec::with_capacity(ports),
         endpoints: Vec::with_capacity(ports),
     };
-    // Messages are encoded into these reusable buffers, then copied out at their exact size.
-    let mut scratch = Vec::with_capacity(8192);
-    let mut cla_scratch = Vec::with_capacity(8192);
-    let mut cla_cache = eds::AssignmentCache::default();
     for svc in services {
-        cds::service_clusters(scope, env, svc, true, &mut |c, direct, inputs| {
-            scratch.clear();
-            c.encode_raw(&mut scratch);
-            let bytes = match direct {
-                Some(d) => {
-                    let mut repl: [(u32, &[u8]); 2] =
-                        [(cds::METADATA_FIELD, &d.metadata), (0, &[])];
-                    if let Some(la) = &d.load_assignment {
-                        repl[1] = (cds::LOAD_ASSIGNMENT_FIELD, la);
-                    }
-                    wire::replace_fields(&scratch, &repl)
-                }
-                None => scratch.to_vec(),
-            };
+        cds::service_clusters(scope, env, svc, &mut |c, inputs| {
             let eds = is_eds(&c);
             if eds {
-                match eds::encode_assignment_for(
-                    scope,
-                    svc,
-                    inputs.rule,
-                    inputs.endpoints,
-                    &c,
-                    &mut cla_scratch,
-                    &mut cla_cache,
-                ) {
-                    Some((name, bytes)) => out.endpoints.push(EncodedResource {
-                        name,
-                        bytes,
-                        eds: false,
-                    }),
-                    None => {
-                        let cla =
-                            eds::assignment_for(scope, svc, inputs.rule, inputs.endpoints, &c);
-                        out.endpoints.push(encoded_cla(cla));
-                    }
-                }
+                let cla = eds::assignment_for(scope, svc, inputs.rule, inputs.endpoints, &c);
+                out.endpoints.push(encoded_cla(&cla));
             }
-            out.clusters.push(EncodedResource {
-                name: c.name,
-                bytes,
-                eds,
-            });
+            out.clusters.push(encoded_cluster(&c));
         });
     }
     out
@@ -271,15 +240,51 @@ fn sort_by_name(v: &mut [EncodedResource]) {
     }
 }
 
-fn encoded_cla(e: ClusterLoadAssignment) -> EncodedResource {
+fn encoded_cla(e: &ClusterLoadAssignment) -> EncodedResource {
     EncodedResource {
-        bytes: e.encode_to_vec(),
-        name: e.cluster_name,
+        bytes: canonical(e),
+        name: e.cluster_name.clone(),
         eds: false,
     }
 }
 
-/// The configuration [`generate`](super::generate) returns, encoded per resource, using every
+/// The canonical encoding of configuration messages (for a configuration a test or tool has
+/// changed after [`super::generate`]; generation itself encodes as it builds).
+pub fn encode(cfg: &super::ProxyConfig) -> EncodedConfig {
+    let mut out = EncodedConfig {
+        listeners: cfg
+            .listeners
+            .iter()
+            .map(|l| EncodedResource {
+                bytes: canonical(l),
+                name: l.name.clone(),
+                eds: false,
+            })
+            .collect(),
+        routes: cfg
+            .routes
+            .iter()
+            .map(|r| EncodedResource {
+                bytes: canonical(r),
+                name: r.name.clone(),
+                eds: false,
+            })
+            .collect(),
+        clusters: cfg.clusters.iter().map(encoded_cluster).collect(),
+        endpoints: cfg.endpoints.iter().map(encoded_cla).collect(),
+    };
+    for v in [
+        &mut out.listeners,
+        &mut out.routes,
+        &mut out.clusters,
+        &mut out.endpoints,
+    ] {
+        sort_by_name(v);
+    }
+    out
+}
+
+/// Everything one proxy receives, encoded per resource (canonical bytes), using every
 /// available core for the outbound clusters.
 pub fn generate_encoded(scope: &ProxyScope<'_>) -> EncodedConfig {
     let workers = std::thread::available_parallelism().map_or(1, usize::from);
@@ -316,7 +321,7 @@ pub fn generate_encoded_with(scope: &ProxyScope<'_>, workers: usize) -> EncodedC
     let mut clusters = Vec::with_capacity(total_c + fixed.len());
     let mut endpoints = Vec::with_capacity(total_e + fixed_cla.len());
     clusters.extend(fixed.iter().map(encoded_cluster));
-    endpoints.extend(fixed_cla.into_iter().map(encoded_cla));
+    endpoints.extend(fixed_cla.iter().map(encoded_cla));
     for b in blocks {
         clusters.extend(b.clusters);
         endpoints.extend(b.endpoints);
@@ -358,106 +363,24 @@ fn listeners_and_routes(scope: &ProxyScope<'_>) -> (Vec<EncodedResource>, Vec<En
     listeners.extend(explicit::listener(scope));
     listeners.extend(inbound::listeners(scope));
     listeners.sort_by(|a, b| a.name.cmp(&b.name));
-    let default_route = rds::DefaultRoute::new(scope);
-    let route_names = lds::route_names(&listeners);
-    let routes = match &default_route {
-        Some(_) => rds::route_configurations_compact(scope, &route_names),
-        None => rds::route_configurations(scope, &route_names),
-    };
+    let routes = rds::route_configurations(scope, &lds::route_names(&listeners));
     let listeners = listeners
-        .into_iter()
+        .iter()
         .map(|l| EncodedResource {
-            bytes: l.encode_to_vec(),
-            name: l.name,
+            bytes: canonical(l),
+            name: l.name.clone(),
             eds: false,
         })
         .collect();
-    let mut scratch = Vec::new();
     let routes = routes
-        .into_iter()
-        .map(|r| encoded_route_configuration(r, &mut scratch, default_route.as_ref()))
+        .iter()
+        .map(|r| EncodedResource {
+            bytes: canonical(r),
+            name: r.name.clone(),
+            eds: false,
+        })
         .collect();
     (listeners, routes)
-}
-
-/// `RouteConfiguration.virtual_hosts`.
-const VIRTUAL_HOSTS_FIELD: u32 = 2;
-
-/// The bytes of `r.encode_to_vec()`, written with less work: prost sizes every nested
-/// message once per enclosing level (the length prefix of each), so the virtual hosts, the
-/// bulk of a route configuration, are encoded one by one into `scratch` (their size is then
-/// known) and put between the name (field 1) and the other fields, which is where prost
-/// writes them (fields in tag order). With `default_route`, `r` comes from
-/// [`rds::route_configurations_compact`]: a virtual host without routes gets its default
-/// route written from its name.
-fn encoded_route_configuration(
-    mut r: RouteConfiguration,
-    scratch: &mut Vec<u8>,
-    default_route: Option<&rds::DefaultRoute>,
-) -> EncodedResource {
-    let name = std::mem::take(&mut r.name);
-    let mut vhosts = std::mem::take(&mut r.virtual_hosts);
-    let mut body = Vec::new();
-    let mut route = Vec::new();
-    for vh in &mut vhosts {
-        scratch.clear();
-        encode_virtual_host(vh, scratch, &mut route, default_route);
-        wire::key(&mut body, VIRTUAL_HOSTS_FIELD, wire::LEN);
-        wire::varint(&mut body, scratch.len() as u64);
-        body.extend_from_slice(scratch);
-    }
-    // The remaining fields (name and virtual hosts now empty, so not written).
-    scratch.clear();
-    r.encode_raw(scratch);
-    let mut bytes = Vec::with_capacity(name.len() + 8 + body.len() + scratch.len());
-    wire::string(&mut bytes, 1, &name);
-    bytes.extend_from_slice(&body);
-    bytes.extend_from_slice(scratch);
-    EncodedResource {
-        bytes,
-        name,
-        eds: false,
-    }
-}
-
-/// `VirtualHost.routes`.
-const ROUTES_FIELD: u32 = 3;
-
-/// Appends the fields of `vh` as prost's `encode_raw` writes them (tag order: name, domains,
-/// routes, the rest), each route encoded once into `route` so that its size is known.
-fn encode_virtual_host(
-    vh: &mut VirtualHost,
-    buf: &mut Vec<u8>,
-    route: &mut Vec<u8>,
-    default_route: Option<&rds::DefaultRoute>,
-) {
-    wire::string(buf, 1, &vh.name);
-    for d in &vh.domains {
-        wire::string_always(buf, 2, d);
-    }
-    if vh.routes.is_empty()
-        && let Some(d) = default_route
-    {
-        route.clear();
-        if d.write(route, &vh.name) {
-            wire::key(buf, ROUTES_FIELD, wire::LEN);
-            wire::varint(buf, route.len() as u64);
-            buf.extend_from_slice(route);
-        }
-    }
-    for r in &vh.routes {
-        route.clear();
-        r.encode_raw(route);
-        wire::key(buf, ROUTES_FIELD, wire::LEN);
-        wire::varint(buf, route.len() as u64);
-        buf.extend_from_slice(route);
-    }
-    // The remaining fields (the ones above now empty, so not written again); `vh` is
-    // dropped with the route configuration.
-    vh.name.clear();
-    vh.domains.clear();
-    vh.routes.clear();
-    vh.encode_raw(buf);
 }
 
 #[cfg(test)]
@@ -473,7 +396,7 @@ spec:
   hosts: [a.example.com, b.example.com]
   ports: [{number: 8080, name: http, protocol: HTTP}]
   resolution: STATIC
-  endpoints: [{address: 10.0.0.1}, {address: 10.0.0.2, locality: r/z}]
+  endpoints: [{address: 10.0.0.1, serviceAccount: a}, {address: 10.0.0.2, locality: r/z}]
 ---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
@@ -484,111 +407,23 @@ spec:
   resolution: DNS
 ---
 apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: vs, namespace: default}
+kind: DestinationRule
+metadata: {name: c, namespace: default}
 spec:
-  hosts: [a.example.com]
-  http:
-  - match: [{uri: {prefix: /x}}]
-    route: [{destination: {host: c.example.com}, weight: 30}, {destination: {host: b.example.com}, weight: 70}]
-    retries: {attempts: 2, perTryTimeout: 1s}
-    timeout: 5s
-  - route: [{destination: {host: a.example.com}}]
+  host: c.example.com
+  subsets: [{name: v1, labels: {version: v1}}]
 "#;
 
     #[test]
-    fn route_configurations_encode_to_the_bytes_prost_writes() {
-        let env = TestEnv::new(YAML);
-        let cfg = env.generate();
-        let port_routes = cfg
-            .routes
-            .iter()
-            .find(|r| r.name == "8080")
-            .map_or(0, |r| r.virtual_hosts.len());
-        assert!(port_routes >= 3, "route 8080 has the three services");
-        let mut scratch = Vec::new();
-        for r in &cfg.routes {
-            let enc = encoded_route_configuration(r.clone(), &mut scratch, None);
-            assert_eq!(enc.name, r.name);
-            assert_eq!(enc.bytes, r.encode_to_vec(), "route {}", r.name);
-        }
-    }
-
-    #[test]
-    fn compact_default_routes_encode_to_the_full_routes_bytes() {
+    fn equal_configurations_are_equal_bytes_whatever_the_threads() {
         let env = TestEnv::new(YAML);
         let scope = env.scope();
-        let names: Vec<String> = env
-            .generate()
-            .routes
-            .iter()
-            .map(|r| r.name.clone())
-            .collect();
-        let full = rds::route_configurations(&scope, &names);
-        let compact = rds::route_configurations_compact(&scope, &names);
-        let d = rds::DefaultRoute::new(&scope).expect("default route pieces");
-        // b and c have no VirtualService: their vhosts are the compacted ones.
-        let empty = |rc: &[RouteConfiguration]| {
-            rc.iter()
-                .flat_map(|r| &r.virtual_hosts)
-                .filter(|v| v.routes.is_empty())
-                .count()
-        };
-        assert_eq!(empty(&full), 0);
-        assert!(empty(&compact) >= 2, "{compact:#?}");
-        let mut scratch = Vec::new();
-        for (f, c) in full.iter().zip(compact) {
-            let enc = encoded_route_configuration(c, &mut scratch, Some(&d));
-            assert_eq!(enc.bytes, f.encode_to_vec(), "route {}", f.name);
+        let one = generate_encoded_with(&scope, 1);
+        // Fresh messages have fresh maps (metadata Structs), so prost's own order would differ.
+        for _ in 0..5 {
+            assert_eq!(generate_encoded_with(&scope, 2), one);
         }
-    }
-
-    #[test]
-    fn sort_by_name_orders_as_comparing_names() {
-        let mut names = Vec::new();
-        for i in 0..300u32 {
-            let port = [80, 443, 8000, 8080][(i % 4) as usize];
-            names.push(format!(
-                "outbound|{port}||h-{}.example.com",
-                i * 7919 % 1000
-            ));
-            names.push(format!(
-                "outbound|{port}|v{}|a-very-long-shared-host-name-{i}",
-                i % 3
-            ));
-            names.push(format!("outbound|{}", i % 5));
-        }
-        names.push("outbound|".to_string());
-        let mut v: Vec<EncodedResource> = names
-            .iter()
-            .enumerate()
-            .map(|(i, n)| EncodedResource {
-                name: n.clone(),
-                bytes: vec![(i % 2) as u8],
-                eds: false,
-            })
-            .collect();
-        let mut want = v.clone();
-        want.sort_unstable_by(cmp_resources);
-        sort_by_name(&mut v);
-        assert_eq!(v, want);
-    }
-
-    #[test]
-    fn hosts_sharing_endpoints_share_encoded_assignments() {
-        let env = TestEnv::new(YAML);
-        let scope = env.scope();
-        let enc = generate_encoded_with(&scope, 1);
-        let cfg = env.generate();
-        assert_eq!(enc.endpoints.len(), cfg.endpoints.len());
-        for (e, p) in enc.endpoints.iter().zip(&cfg.endpoints) {
-            assert_eq!(e.name, p.cluster_name);
-            assert_eq!(e.bytes, p.encode_to_vec(), "{}", e.name);
-        }
-        assert!(
-            enc.endpoints
-                .iter()
-                .any(|e| e.name.ends_with("|b.example.com"))
-        );
+        assert!(one.clusters.iter().any(|c| c.eds));
+        assert!(!one.endpoints.is_empty());
     }
 }

@@ -1,8 +1,12 @@
 //! Per-proxy Envoy configuration, as istiod generates it for a sidecar (spec §4–§7).
 //!
-//! [`generate`] is a pure function of a [`ProxyScope`]: listeners ([`lds`]), route
-//! configurations ([`rds`]), clusters ([`cds`]) and endpoints ([`eds`]). Every list comes out
-//! in a deterministic order (by resource name), so dumps and golden files are stable.
+//! One path: [`generate_encoded`] is a pure function of a [`ProxyScope`] giving every
+//! resource — listeners ([`lds`], [`explicit`], [`inbound`]), route configurations ([`rds`]),
+//! clusters ([`cds`]) and endpoints ([`eds`]) — built once and encoded once, canonically
+//! ([`crate::canonical`]). The server sends those bytes. [`generate`] decodes them into
+//! messages for `xds dump`, the debug endpoints, golden files and tests, so what they show is
+//! exactly what the server sends. Every list comes out in a deterministic order (by resource
+//! name).
 
 pub mod cds;
 pub mod eds;
@@ -15,9 +19,10 @@ pub mod policy;
 pub mod rds;
 #[cfg(test)]
 pub(crate) mod testutil;
-mod wire;
 
-pub use encoded::{EncodedConfig, EncodedResource, generate_encoded, generate_encoded_with};
+pub use encoded::{
+    EncodedConfig, EncodedResource, encode, generate_encoded, generate_encoded_with,
+};
 use entryway_model::registry::ProxyScope;
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
@@ -37,24 +42,27 @@ pub struct ProxyConfig {
     pub endpoints: Vec<ClusterLoadAssignment>,
 }
 
-/// Generates the full configuration of the proxy whose scope is given.
+/// The full configuration of the proxy whose scope is given, as messages: the resources of
+/// [`generate_encoded`], decoded.
 pub fn generate(scope: &ProxyScope<'_>) -> ProxyConfig {
-    let mut listeners = lds::listeners(scope);
-    listeners.extend(explicit::listener(scope));
-    listeners.extend(inbound::listeners(scope));
-    listeners.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut routes = rds::route_configurations(scope, &lds::route_names(&listeners));
-    routes.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut clusters = cds::clusters(scope);
-    clusters.extend(explicit::passthrough_cluster(scope));
-    clusters.extend(inbound::clusters(scope));
-    clusters.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut endpoints = eds::load_assignments(scope, &clusters);
-    endpoints.sort_by(|a, b| a.cluster_name.cmp(&b.cluster_name));
+    decode(&generate_encoded(scope))
+}
+
+/// The messages of an encoded configuration.
+pub fn decode(cfg: &EncodedConfig) -> ProxyConfig {
+    use prost::Message;
+    fn all<M: Message + Default>(v: &[EncodedResource]) -> Vec<M> {
+        v.iter()
+            .map(|r| {
+                // The bytes were encoded from a message of this type a moment ago.
+                M::decode(r.bytes.as_slice()).expect("generated resources decode")
+            })
+            .collect()
+    }
     ProxyConfig {
-        listeners,
-        routes,
-        clusters,
-        endpoints,
+        listeners: all(&cfg.listeners),
+        routes: all(&cfg.routes),
+        clusters: all(&cfg.clusters),
+        endpoints: all(&cfg.endpoints),
     }
 }

@@ -51,26 +51,6 @@ const MAX_DIRECT_RESPONSE_BODY: u32 = 1024 * 1024;
 
 /// One route configuration per name in `names`, in the same order.
 pub fn route_configurations(scope: &ProxyScope<'_>, names: &[String]) -> Vec<RouteConfiguration> {
-    build_route_configurations(scope, names, false)
-}
-
-/// [`route_configurations`], except that a service's virtual host whose one route is
-/// [`default_route`] without hash policy (a service without VirtualService, the bulk of a
-/// large mesh) is left without routes: [`DefaultRoute`] writes that route as bytes from
-/// the vhost's name. Only for the encoding path ([`super::encoded`]); every other virtual
-/// host has at least one route.
-pub(crate) fn route_configurations_compact(
-    scope: &ProxyScope<'_>,
-    names: &[String],
-) -> Vec<RouteConfiguration> {
-    build_route_configurations(scope, names, true)
-}
-
-fn build_route_configurations(
-    scope: &ProxyScope<'_>,
-    names: &[String],
-    compact_defaults: bool,
-) -> Vec<RouteConfiguration> {
     // Ports whose virtual hosts are also needed by per-service (sniffed) routes are computed
     // once and kept; the others are built straight into their route configuration.
     let shared_ports: HashSet<u32> = names
@@ -94,7 +74,6 @@ fn build_route_configurations(
             .map(|i| EgressInfo::new(scope, i))
             .collect(),
         shared_ports,
-        compact_defaults,
     };
     names.iter().map(|n| b.route_configuration(n)).collect()
 }
@@ -140,8 +119,6 @@ struct RdsBuilder<'a, 's> {
     dns_domain: String,
     egress: Vec<EgressInfo<'a>>,
     shared_ports: HashSet<u32>,
-    /// See [`route_configurations_compact`].
-    compact_defaults: bool,
 }
 
 /// Istio's `extractListenerPort`: the port of a route name (`"80"`, `"host:80"`), whether the
@@ -187,11 +164,7 @@ struct Wrapper {
 impl<'a, 's> RdsBuilder<'a, 's> {
     fn route_configuration(&mut self, name: &str) -> RouteConfiguration {
         if name == super::explicit::EXPLICIT_PROXY_ROUTE {
-            // Its vhosts get more routes (CONNECT, rewritten clusters): built in full.
-            let compact = std::mem::replace(&mut self.compact_defaults, false);
-            let rc = self.explicit_route_configuration(name);
-            self.compact_defaults = compact;
-            return rc;
+            return self.explicit_route_configuration(name);
         }
         let (port, sniffing, parsed) = listener_port_of(name);
         if !parsed && !name.starts_with("unix://") {
@@ -503,17 +476,13 @@ impl<'a, 's> RdsBuilder<'a, 's> {
                     .rule_for(v.svc)
                     .map(|r| service_hash_policy(&r, p.number))
                     .unwrap_or_default();
-                let routes = if self.compact_defaults && hash.is_empty() && !host.contains(':') {
-                    Vec::new()
-                } else {
-                    vec![default_route(
-                        outbound_cluster(p.number, "", host),
-                        host,
-                        p.number,
-                        retry.clone(),
-                        hash,
-                    )]
-                };
+                let routes = vec![default_route(
+                    outbound_cluster(p.number, "", host),
+                    host,
+                    p.number,
+                    retry.clone(),
+                    hash,
+                )];
                 let (domains, alt) = self.service_domains(v.svc, lp, p.number);
                 b.push(
                     p.number,
@@ -920,90 +889,4 @@ fn separate_hosts(
         }
     }
     (plain, matching)
-}
-
-/// The encoding of [`default_route`] for any host and port, cut from one real default route
-/// (so the two cannot drift apart): Route fields before `route` (2), between it and
-/// `decorator` (5), and after; RouteAction fields after `cluster` (1); Decorator fields after
-/// `operation` (1).
-pub(crate) struct DefaultRoute {
-    head: Vec<u8>,
-    mid: Vec<u8>,
-    tail: Vec<u8>,
-    action_rest: Vec<u8>,
-    decorator_rest: Vec<u8>,
-}
-
-/// `Route.route`, `Route.decorator`, `RouteAction.cluster`, `Decorator.operation`.
-const ROUTE_ACTION_FIELD: u32 = 2;
-const ROUTE_DECORATOR_FIELD: u32 = 5;
-const ACTION_CLUSTER_FIELD: u32 = 1;
-const DECORATOR_OPERATION_FIELD: u32 = 1;
-
-impl DefaultRoute {
-    /// The pieces for this proxy's default retry policy; `None` if the default route's
-    /// shape is not the expected one (then routes are built, not compacted).
-    pub(crate) fn new(scope: &ProxyScope<'_>) -> Option<DefaultRoute> {
-        use prost::Message;
-        let retry =
-            route::convert_retry_policy(scope.mesh.default_http_retry_policy.as_ref(), false);
-        let mut r = default_route(String::new(), "h", 1, retry, Vec::new());
-        let Some(route_pb::Action::Route(mut action)) = r.action.take() else {
-            return None;
-        };
-        action.cluster_specifier = None;
-        let mut decorator = r.decorator.take()?;
-        decorator.operation.clear();
-        let [head, mid, tail] = super::wire::split_around(
-            &r.encode_to_vec(),
-            ROUTE_ACTION_FIELD,
-            ROUTE_DECORATOR_FIELD,
-        )?;
-        Some(DefaultRoute {
-            head,
-            mid,
-            tail,
-            action_rest: action.encode_to_vec(),
-            decorator_rest: decorator.encode_to_vec(),
-        })
-    }
-
-    /// Appends the encoded default route of the virtual host named `host:port`, as
-    /// [`default_route`] builds it; `false` (nothing written) for another name.
-    pub(crate) fn write(&self, buf: &mut Vec<u8>, vhost_name: &str) -> bool {
-        use super::wire::{LEN, key, varint};
-        use prost::encoding::encoded_len_varint as varint_len;
-        let Some((host, port)) = vhost_name.rsplit_once(':') else {
-            return false;
-        };
-        if host.contains(':') || port.parse::<u32>().is_err() {
-            return false;
-        }
-        buf.extend_from_slice(&self.head);
-        // RouteAction: cluster `outbound|PORT||HOST`, then the rest.
-        let cluster_len = "outbound|".len() + port.len() + "||".len() + host.len();
-        let cluster_field = 1 + varint_len(cluster_len as u64) + cluster_len;
-        key(buf, ROUTE_ACTION_FIELD, LEN);
-        varint(buf, (cluster_field + self.action_rest.len()) as u64);
-        key(buf, ACTION_CLUSTER_FIELD, LEN);
-        varint(buf, cluster_len as u64);
-        buf.extend_from_slice(b"outbound|");
-        buf.extend_from_slice(port.as_bytes());
-        buf.extend_from_slice(b"||");
-        buf.extend_from_slice(host.as_bytes());
-        buf.extend_from_slice(&self.action_rest);
-        buf.extend_from_slice(&self.mid);
-        // Decorator: operation `host:port/*`, then the rest.
-        let op_len = vhost_name.len() + 2;
-        let op_field = 1 + varint_len(op_len as u64) + op_len;
-        key(buf, ROUTE_DECORATOR_FIELD, LEN);
-        varint(buf, (op_field + self.decorator_rest.len()) as u64);
-        key(buf, DECORATOR_OPERATION_FIELD, LEN);
-        varint(buf, op_len as u64);
-        buf.extend_from_slice(vhost_name.as_bytes());
-        buf.extend_from_slice(b"/*");
-        buf.extend_from_slice(&self.decorator_rest);
-        buf.extend_from_slice(&self.tail);
-        true
-    }
 }

@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
 
-use entryway_xds::json::descriptor_pool;
+use crate::json::descriptor_pool;
 use prost_reflect::{Kind, MessageDescriptor};
 
 /// Why a message could not be canonicalised (the caller falls back to prost's bytes).
