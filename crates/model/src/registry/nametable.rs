@@ -88,14 +88,13 @@ pub fn build(scope: &ProxyScope<'_>) -> NameTable {
         .iter()
         .map(|s| (s.hostname.as_str(), s.namespace.as_str()))
         .collect();
-    let mut seen: Vec<*const Service> = Vec::new();
+    let mut seen: std::collections::HashSet<*const Service> = std::collections::HashSet::new();
     let mut out = NameTable::default();
     for svc in scope.egress.iter().flat_map(|e| e.services.iter()) {
         let ptr: *const Service = std::sync::Arc::as_ptr(svc);
-        if seen.contains(&ptr) {
+        if !seen.insert(ptr) {
             continue;
         }
-        seen.push(ptr);
         if owner.get(svc.hostname.as_str()) != Some(&svc.namespace.as_str()) {
             continue;
         }

@@ -66,6 +66,28 @@ impl ProxyKey {
     }
 }
 
+/// What the server sends `proxy` at `snapshot`: its configuration from the one generation
+/// path ([`generate_encoded`]), as ADS resources sharing what did not change with
+/// `previous`, and its name table. [`Cache::get`] runs this on a blocking thread; benchmarks
+/// call it directly (the server's cost of one proxy).
+pub fn generate_for(
+    snapshot: &Snapshot,
+    proxy: &Proxy,
+    hook: Option<&GenerateHook>,
+    previous: Option<&Generated>,
+) -> Generated {
+    let scope = ProxyScope::new(&snapshot.registry, &snapshot.mesh, proxy);
+    let mut encoded = generate_encoded(&scope);
+    if let Some(hook) = hook {
+        let mut cfg = entryway_xds::generator::decode(&encoded);
+        hook(proxy, snapshot, &mut cfg);
+        encoded = entryway_xds::generator::encode(&cfg);
+    }
+    let mut g = Generated::build(snapshot.version, encoded, previous);
+    g.name_table = super::nds::build(&scope, previous.map(|p| &p.name_table));
+    g
+}
+
 /// Generation failed (a panic in the generator, caught at the blocking task boundary).
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("generating the configuration of {proxy} for snapshot {version} failed: {reason}")]
@@ -185,17 +207,12 @@ impl Cache {
                 let proxy = proxy.clone();
                 let hook = self.hook.clone();
                 tokio::task::spawn_blocking(move || {
-                    let scope = ProxyScope::new(&snapshot.registry, &snapshot.mesh, &proxy);
-                    let mut encoded = generate_encoded(&scope);
-                    if let Some(hook) = hook {
-                        let mut cfg = entryway_xds::generator::decode(&encoded);
-                        hook(&proxy, &snapshot, &mut cfg);
-                        encoded = entryway_xds::generator::encode(&cfg);
-                    }
-                    let mut g = Generated::build(snapshot.version, encoded, previous.as_deref());
-                    g.name_table =
-                        super::nds::build(&scope, previous.as_deref().map(|p| &p.name_table));
-                    Arc::new(g)
+                    Arc::new(generate_for(
+                        &snapshot,
+                        &proxy,
+                        hook.as_ref(),
+                        previous.as_deref(),
+                    ))
                 })
                 .await
                 .map_err(|e| GenerateError {

@@ -78,7 +78,13 @@ pub fn name_table(scope: &ProxyScope<'_>) -> NameTable {
 
 /// The encoded name table for `scope`, sharing `previous` when equal.
 pub fn build(scope: &ProxyScope<'_>, previous: Option<&Arc<NdsBody>>) -> Arc<NdsBody> {
-    let fresh = NdsBody::of(&name_table(scope));
+    // Only a proxy whose agent answers DNS uses a name table (Istio sends NDS to those only);
+    // the others get the empty one without the work of building it.
+    let fresh = if scope.proxy.dns_capture {
+        NdsBody::of(&name_table(scope))
+    } else {
+        NdsBody::of(&NameTable::default())
+    };
     match previous {
         Some(p) if **p == fresh => Arc::clone(p),
         _ => Arc::new(fresh),
