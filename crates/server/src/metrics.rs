@@ -84,6 +84,9 @@ pub struct Metrics {
     pub rejected_configs: LabeledCounter,
     /// Snapshots published.
     pub config_versions: AtomicU64,
+    /// Config reloads abandoned (a path could not be listed, or reading did not finish in
+    /// time).
+    pub reload_failures: AtomicU64,
     /// Time to generate and send one proxy's push.
     pub push_time: Histogram,
     /// Time from a config change being read to the proxy ACKing it.
