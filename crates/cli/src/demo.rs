@@ -263,6 +263,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         xds_address: ([127, 0, 0, 1], 0).into(),
         admin_address: ([127, 0, 0, 1], 0).into(),
         debounce_ms: 10,
+        state_dir: dir.path().join("state"),
+        max_file_bytes: entryway_server::files::DEFAULT_MAX_FILE_BYTES,
+        max_withdrawal_percent: 50,
+        confirm_withdrawal: false,
     };
     let cp = ControlPlane::start(&serve, stop_rx.clone()).await?;
     let explicit: SocketAddr = {

@@ -560,6 +560,8 @@ fn dns_proxy_and_capture_together() {
             "127.0.0.1:15010",
             "--admin-address",
             "127.0.0.1:15014",
+            "--state-dir",
+            dir.path().join("state").to_str().expect("utf-8"),
         ],
         dir.path().join("serve.log"),
     );

@@ -361,6 +361,8 @@ fn scenario(mode: &str) {
             "127.0.0.1:15010",
             "--admin-address",
             "127.0.0.1:15014",
+            "--state-dir",
+            dir.path().join("state").to_str().expect("utf-8"),
         ],
         dir.path().join("serve.log"),
     );
