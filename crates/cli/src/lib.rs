@@ -55,6 +55,18 @@ pub enum XdsCommand {
 
 /// Parses the process arguments and runs the chosen subcommand.
 pub fn run() -> ExitCode {
+    // The agent starts Envoy through this binary so that Envoy dies with it (see
+    // `entryway_agent::supervisor::parent_death`).
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args
+        .get(1)
+        .is_some_and(|a| a == entryway_agent::supervisor::parent_death::EXEC_ARG)
+    {
+        let e = entryway_agent::supervisor::parent_death::exec_main(&args[2..]);
+        eprintln!("error: starting Envoy: {e}");
+        return ExitCode::from(127);
+    }
+    entryway_agent::supervisor::parent_death::enable("/proc/self/exe");
     let cli = Cli::parse();
     match cli.command {
         Command::Validate(args) => {
