@@ -289,7 +289,7 @@ pub fn render_metrics(shared: &Shared) -> String {
     histogram(
         &mut out,
         "entryway_push_seconds",
-        "Time to generate and send one proxy's push.",
+        "Per xDS response pushed: time from its cause (a request or a new config) to its hand-over to the transport.",
         &m.push_time.data(),
     );
     histogram(

@@ -170,9 +170,17 @@ impl AdsServer {
     }
 
     fn start<P: Protocol>(&self, requests: Streaming<P::Req>) -> ResponseStream<P::Resp> {
+        let shared = Arc::clone(&self.ctx.shared);
         Box::pin(tokio_stream::StreamExt::map(
             ReceiverStream::new(self.spawn::<P>(requests)),
-            |out| out.into_item().map(P::materialise),
+            move |out| {
+                let started = out.started();
+                let item = out.into_item().map(P::materialise);
+                if item.is_ok() {
+                    shared.metrics.push_time.observe(started.elapsed());
+                }
+                item
+            },
         ))
     }
 }

@@ -87,7 +87,8 @@ pub struct Metrics {
     /// Config reloads abandoned (a path could not be listed, or reading did not finish in
     /// time).
     pub reload_failures: AtomicU64,
-    /// Time to generate and send one proxy's push.
+    /// Per response pushed (every one, as `pushes` counts them): from what caused it (a
+    /// request, or a snapshot seen by the stream) to its hand-over to the transport.
     pub push_time: Histogram,
     /// Time from a config change being read to the proxy ACKing it.
     pub convergence_time: Histogram,

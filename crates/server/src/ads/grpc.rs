@@ -108,6 +108,7 @@ fn respond<P: Protocol>(server: &AdsServer, body: Body) -> http::Response<Body> 
     let mut response = http::Response::new(Body::new(ResponseBody::<P> {
         rx,
         budget: server.budget(),
+        shared: Arc::clone(&server.ctx.shared),
         waiting: None,
         done: false,
     }));
@@ -242,8 +243,10 @@ type Reserving = Pin<Box<dyn Future<Output = Reservation> + Send>>;
 struct ResponseBody<P: Protocol> {
     rx: mpsc::Receiver<Outgoing<P::Pending>>,
     budget: Arc<Budget>,
-    /// A response waiting for its reservation.
-    waiting: Option<(P::Pending, Reserving)>,
+    /// Metrics (the push time is observed as each response is handed to h2).
+    shared: Arc<crate::shared::Shared>,
+    /// A response waiting for its reservation, and when its push began.
+    waiting: Option<(P::Pending, Reserving, Instant)>,
     done: bool,
 }
 
@@ -262,32 +265,40 @@ impl<P: Protocol> http_body::Body for ResponseBody<P> {
         if this.waiting.is_none() {
             match this.rx.poll_recv(cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(out)) => match out.into_item() {
-                    Ok(pending) => {
-                        let bytes = 5 + P::size_hint(&pending);
-                        let reserving = Box::pin(Arc::clone(&this.budget).reserve(bytes));
-                        this.waiting = Some((pending, reserving));
+                Poll::Ready(Some(out)) => {
+                    let started = out.started();
+                    match out.into_item() {
+                        Ok(pending) => {
+                            let bytes = 5 + P::size_hint(&pending);
+                            let reserving = Box::pin(Arc::clone(&this.budget).reserve(bytes));
+                            this.waiting = Some((pending, reserving, started));
+                        }
+                        Err(status) => return this.end(&status),
                     }
-                    Err(status) => return this.end(&status),
-                },
+                }
                 Poll::Ready(None) => return this.end(&Status::ok("")),
             }
         }
-        let Some((_, reserving)) = this.waiting.as_mut() else {
+        let Some((_, reserving, _)) = this.waiting.as_mut() else {
             return Poll::Pending;
         };
         let reservation = match reserving.as_mut().poll(cx) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(r) => r,
         };
-        let Some((pending, _)) = this.waiting.take() else {
+        let Some((pending, _, started)) = this.waiting.take() else {
             return Poll::Pending;
         };
         match encode_vec(&P::materialise(pending)) {
-            Ok(bytes) => Poll::Ready(Some(Ok(Frame::data(Bytes::from_owner(Reserved {
-                bytes,
-                _reservation: reservation,
-            }))))),
+            Ok(bytes) => {
+                // Every response is one push observed: the count matches
+                // `entryway_pushes_total` once the queues are empty.
+                this.shared.metrics.push_time.observe(started.elapsed());
+                Poll::Ready(Some(Ok(Frame::data(Bytes::from_owner(Reserved {
+                    bytes,
+                    _reservation: reservation,
+                })))))
+            }
             Err(status) => this.end(&status),
         }
     }

@@ -76,11 +76,27 @@ pub enum Event {
 /// A queued response (not yet materialised), or the error that ends the stream.
 pub struct Outgoing<T> {
     item: Result<T, Status>,
+    /// What caused the push (a request, or a snapshot seen by this stream): the push time
+    /// is measured from here to the response being handed to the transport.
+    since: Instant,
 }
 
 impl<T> Outgoing<T> {
     fn new(item: Result<T, Status>) -> Outgoing<T> {
-        Outgoing { item }
+        Outgoing {
+            item,
+            since: Instant::now(),
+        }
+    }
+
+    fn since(mut self, since: Instant) -> Outgoing<T> {
+        self.since = since;
+        self
+    }
+
+    /// When the push began (see the field).
+    pub fn started(&self) -> Instant {
+        self.since
     }
 
     /// The planned response or the error.
@@ -217,7 +233,7 @@ pub async fn run<P: Protocol>(
             }
         };
         driver.state.on_request(first, &ctx.cache, &mut driver.events);
-        if !driver.flush(&generated, None).await {
+        if !driver.flush(&generated, None, connected_at).await {
             return;
         }
         let mut publisher_alive = true;
@@ -225,8 +241,9 @@ pub async fn run<P: Protocol>(
             tokio::select! {
                 r = requests.message() => match r {
                     Ok(Some(req)) => {
+                        let received = Instant::now();
                         driver.state.on_request(req, &ctx.cache, &mut driver.events);
-                        if !driver.flush(&generated, None).await {
+                        if !driver.flush(&generated, None, received).await {
                             break;
                         }
                     }
@@ -256,10 +273,9 @@ pub async fn run<P: Protocol>(
                         }
                     }
                     let track = (seen >= connected_at).then_some(seen);
-                    if !driver.flush(&generated, track).await {
+                    if !driver.flush(&generated, track, started).await {
                         break;
                     }
-                    ctx.shared.metrics.push_time.observe(started.elapsed());
                 }
                 _ = stop.changed() => {
                     let _ = driver.tx.send(Outgoing::new(Err(Status::unavailable("control plane shutting down")))).await;
@@ -307,8 +323,14 @@ struct Driver<P: Protocol> {
 
 impl<P: Protocol> Driver<P> {
     /// Sends what is due and records the events; `track` starts convergence tracking of a
-    /// push caused by a snapshot first seen at that instant. False when the proxy is gone.
-    async fn flush(&mut self, generated: &Arc<Generated>, track: Option<Instant>) -> bool {
+    /// push caused by a snapshot first seen at that instant; `since` is when what caused
+    /// the push happened (for the push time). False when the proxy is gone.
+    async fn flush(
+        &mut self,
+        generated: &Arc<Generated>,
+        track: Option<Instant>,
+        since: Instant,
+    ) -> bool {
         let responses = self
             .state
             .plan(generated, &self.ctx.cache, &mut self.events);
@@ -318,7 +340,12 @@ impl<P: Protocol> Driver<P> {
         }
         self.apply_events(generated.snapshot_version);
         for r in responses {
-            if self.tx.send(Outgoing::new(Ok(r))).await.is_err() {
+            if self
+                .tx
+                .send(Outgoing::new(Ok(r)).since(since))
+                .await
+                .is_err()
+            {
                 debug!("proxy went away while sending");
                 return false;
             }
