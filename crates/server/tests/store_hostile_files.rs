@@ -148,12 +148,19 @@ async fn special_and_oversized_files_are_refused_without_blocking() {
     std::os::unix::fs::symlink("/dev/zero", dir.join("zero.yaml")).expect("symlink");
     let started = Instant::now();
     let mut r = Running::start(options(&dir), WatchOptions::default());
-    assert!(started.elapsed() < BOUND, "opened in {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < BOUND,
+        "opened in {:?}",
+        started.elapsed()
+    );
     r.until("a served", |s| hosts(s) == [("a.example.com".into(), 80)])
         .await;
     let v = configz(&r.shared);
     let rejected = v["rejected"].to_string();
-    assert!(rejected.contains("fifo.yaml") && rejected.contains("a FIFO"), "{v:#}");
+    assert!(
+        rejected.contains("fifo.yaml") && rejected.contains("a FIFO"),
+        "{v:#}"
+    );
     assert!(
         rejected.contains("zero.yaml") && rejected.contains("a character device"),
         "{v:#}"
@@ -191,7 +198,11 @@ async fn special_and_oversized_files_are_refused_without_blocking() {
     assert_eq!(metric(&r.shared, "entryway_last_good_configs"), 1);
     let ready = admin::handle(&r.shared, "/ready");
     assert_eq!(ready.status, 200);
-    assert!(ready.body.contains("last good") && ready.body.contains("b.yaml"), "{}", ready.body);
+    assert!(
+        ready.body.contains("last good") && ready.body.contains("b.yaml"),
+        "{}",
+        ready.body
+    );
     let store = r.stop().await;
     drop(store);
 }
@@ -230,7 +241,9 @@ async fn a_read_that_hangs_is_abandoned_and_the_watcher_keeps_working() {
     hang.store(true, Ordering::SeqCst);
     write(&dir.join("a.yaml"), &se("a", "a.example.com", 81));
     r.status_until("reload abandoned", |v| {
-        v["reload_error"].as_str().is_some_and(|e| e.contains("abandoned"))
+        v["reload_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("abandoned"))
     })
     .await;
     assert!(metric(&r.shared, "entryway_config_reload_failures_total") >= 1);
@@ -261,7 +274,11 @@ async fn a_read_that_hangs_is_abandoned_and_the_watcher_keeps_working() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let started = Instant::now();
     let store = r.stop().await;
-    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
     hang.store(false, Ordering::SeqCst);
     released.1.notify_all();
     drop(store);
@@ -294,15 +311,26 @@ fn a_restart_with_a_broken_file_serves_its_last_good_from_disk() {
         [("a.example.com".into(), 80), ("b.example.com".into(), 81)],
         "both keep their last good version across the restart"
     );
-    assert!(snap.version > first_version, "versions continue across restarts");
+    assert!(
+        snap.version > first_version,
+        "versions continue across restarts"
+    );
     let v = configz(&shared);
     assert_eq!(v["last_good"], 2, "{v:#}");
     assert_eq!(v["restored"]["resources"], 2, "{v:#}");
-    assert!(v["accepted"].as_array().is_some_and(|a| a.iter().all(|c| c["last_good"] == true)));
+    assert!(
+        v["accepted"]
+            .as_array()
+            .is_some_and(|a| a.iter().all(|c| c["last_good"] == true))
+    );
     assert_eq!(metric(&shared, "entryway_last_good_configs"), 2);
     let ready = admin::handle(&shared, "/ready");
     assert_eq!(ready.status, 200);
-    for needle in ["2 resource(s) served from their last good version", "a.yaml", "b.yaml"] {
+    for needle in [
+        "2 resource(s) served from their last good version",
+        "a.yaml",
+        "b.yaml",
+    ] {
         assert!(ready.body.contains(needle), "{needle}: {}", ready.body);
     }
     drop(store);
@@ -332,26 +360,37 @@ async fn removing_the_config_root_keeps_the_last_good_until_it_returns() {
         .await;
     assert_eq!(hosts(&r.rx.borrow()), before, "nothing withdrawn");
     assert_eq!(metric(&r.shared, "entryway_withheld_configs"), 2);
-    assert!(admin::handle(&r.shared, "/ready").body.contains("withdrawal of 2 resource(s) held"));
+    assert!(
+        admin::handle(&r.shared, "/ready")
+            .body
+            .contains("withdrawal of 2 resource(s) held")
+    );
 
     // Re-created empty, then filled a moment later: still nothing withdrawn in between.
     std::fs::create_dir(&dir).expect("mkdir");
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(hosts(&r.rx.borrow()), before, "an empty re-created root withdraws nothing");
+    assert_eq!(
+        hosts(&r.rx.borrow()),
+        before,
+        "an empty re-created root withdraws nothing"
+    );
     write(&dir.join("a.yaml"), &se("a", "a.example.com", 80));
     r.until("a alone once the root is back with files", |s| {
         hosts(s) == [("a.example.com".into(), 80)]
     })
     .await;
-    r.status_until("held withdrawal resolved", |v| v["withdrawal_held"].is_null())
-        .await;
+    r.status_until("held withdrawal resolved", |v| {
+        v["withdrawal_held"].is_null()
+    })
+    .await;
 
     // Removing it again and confirming (SIGHUP in `entryway serve`) withdraws it.
     std::fs::remove_dir_all(&dir).expect("rm -rf");
     r.status_until("held again", |v| !v["withdrawal_held"].is_null())
         .await;
     r.confirmation.confirm();
-    r.until("confirmed withdrawal", |s| hosts(s).is_empty()).await;
+    r.until("confirmed withdrawal", |s| hosts(s).is_empty())
+        .await;
     drop(r.stop().await);
 }
 
@@ -362,7 +401,10 @@ async fn a_mass_withdrawal_is_held_and_a_sorted_first_duplicate_never_serves() {
     std::fs::create_dir(&dir).expect("mkdir");
     let names: Vec<String> = (0..10).map(|i| format!("s{i}")).collect();
     for n in &names {
-        write(&dir.join(format!("{n}.yaml")), &se(n, &format!("{n}.example.com"), 80));
+        write(
+            &dir.join(format!("{n}.yaml")),
+            &se(n, &format!("{n}.example.com"), 80),
+        );
     }
     let mut r = Running::start(options(&dir), WatchOptions::default());
     r.until("ten", |s| hosts(s).len() == 10).await;
@@ -381,7 +423,10 @@ async fn a_mass_withdrawal_is_held_and_a_sorted_first_duplicate_never_serves() {
     std::fs::remove_file(dir.join("0copy.yaml")).expect("rm");
 
     // Seven of ten files gone at once: held.
-    let gone: Vec<PathBuf> = names[..7].iter().map(|n| dir.join(format!("{n}.yaml"))).collect();
+    let gone: Vec<PathBuf> = names[..7]
+        .iter()
+        .map(|n| dir.join(format!("{n}.yaml")))
+        .collect();
     for p in &gone {
         std::fs::remove_file(p).expect("rm");
     }

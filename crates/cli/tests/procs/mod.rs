@@ -311,7 +311,10 @@ pub fn envoys_of(work: &Path) -> Vec<u32> {
             .any(|w| w[0] == b"-c" && w[1] == want.as_slice());
         let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .ok()
-            .and_then(|s| s.rsplit_once(')').map(|(_, r)| r.trim_start().starts_with('Z')))
+            .and_then(|s| {
+                s.rsplit_once(')')
+                    .map(|(_, r)| r.trim_start().starts_with('Z'))
+            })
             .unwrap_or(true);
         if runs && !zombie {
             out.push(pid);
@@ -322,5 +325,7 @@ pub fn envoys_of(work: &Path) -> Vec<u32> {
 
 /// SIGKILLs `pid` (a cleanup of last resort for an Envoy a failed test left behind).
 pub fn kill(pid: u32) {
-    let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status();
 }
