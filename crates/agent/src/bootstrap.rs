@@ -107,6 +107,11 @@ pub struct AdsOptions {
     /// `initial_fetch_timeout` of the CDS and LDS config sources; `None` keeps Envoy's 15 s
     /// (with the control plane down Envoy then reports ready with no config after ~30 s).
     pub initial_fetch_timeout: Option<Duration>,
+    /// mTLS to the control plane's secure port: the DNS name its certificate must carry.
+    /// Envoy presents the workload certificate (SDS `default`) and verifies the server
+    /// against the mesh root (SDS `ROOTCA`), both from the agent's SDS socket. `None`:
+    /// plaintext.
+    pub tls_server_name: Option<String>,
 }
 
 impl AdsOptions {
@@ -119,6 +124,7 @@ impl AdsOptions {
             set_node_on_first_message_only: true,
             connect_timeout: Duration::from_secs(1),
             initial_fetch_timeout: None,
+            tls_server_name: None,
         }
     }
 }
@@ -307,6 +313,46 @@ fn sds_cluster(path: &std::path::Path) -> Value {
     })
 }
 
+/// An SDS secret from the agent (`sds-grpc`), as the generated clusters reference them.
+fn sds_secret(name: &str) -> Value {
+    json!({
+        "name": name,
+        "sds_config": {
+            "api_config_source": {
+                "api_type": "GRPC",
+                "transport_api_version": "V3",
+                "set_node_on_first_message_only": true,
+                "grpc_services": [ { "envoy_grpc": { "cluster_name": SDS_CLUSTER_NAME } } ],
+            },
+            "resource_api_version": "V3",
+        },
+    })
+}
+
+/// The `xds-grpc` transport socket for the secure port: the workload certificate as client
+/// certificate, the server verified against the mesh root and `server_name`, ALPN h2.
+fn xds_tls(server_name: &str) -> Value {
+    json!({
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "sni": server_name,
+            "common_tls_context": {
+                "alpn_protocols": ["h2"],
+                "tls_certificate_sds_secret_configs": [ sds_secret("default") ],
+                "combined_validation_context": {
+                    "default_validation_context": {
+                        "match_typed_subject_alt_names": [
+                            { "san_type": "DNS", "matcher": { "exact": server_name } }
+                        ],
+                    },
+                    "validation_context_sds_secret_config": sds_secret("ROOTCA"),
+                },
+            },
+        },
+    })
+}
+
 fn xds_cluster(ads: &AdsOptions) -> Value {
     let server = &ads.server;
     let mut cluster = json!({
@@ -321,6 +367,9 @@ fn xds_cluster(ads: &AdsOptions) -> Value {
             } ] } ],
         },
     });
+    if let Some(name) = &ads.tls_server_name {
+        cluster["transport_socket"] = xds_tls(name);
+    }
     match server.ip() {
         Some(_) => cluster["type"] = json!("STATIC"),
         None => {

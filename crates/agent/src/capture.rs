@@ -5,12 +5,12 @@
 //! ```text
 //! nat OUTPUT ─► ISTIO_OUTPUT_DNS (with DNS capture; UDP/TCP port 53)
 //!               ├─ proxy uid/gid ─► RETURN (Envoy's, or an agent running as the proxy user)
-//!               ├─ fwmark DNS_UPSTREAM_MARK ─► RETURN (the DNS proxy's own upstream queries)
+//!               ├─ fwmark AGENT_MARK ─► RETURN (the DNS proxy's own upstream queries)
 //!               └─ else ─► REDIRECT to dns_port (15053)
 //!          ─► -p tcp ISTIO_OUTPUT
 //!               ├─ -o lo (loopback interface) ─► RETURN
 //!               ├─ proxy uid / gid (Envoy's own connections) ─► RETURN
-//!               ├─ fwmark DNS_UPSTREAM_MARK (with DNS capture) ─► RETURN
+//!               ├─ fwmark AGENT_MARK (with DNS capture) ─► RETURN
 //!               ├─ -d 127.0.0.1/32 (::1/128) ─► RETURN
 //!               ├─ excluded ports / excluded CIDRs ─► RETURN
 //!               └─ included CIDRs (default all) ─► ISTIO_REDIRECT ─► REDIRECT to 15001
@@ -48,7 +48,7 @@ pub const DEFAULT_DNS_PORT: u16 = 15053;
 /// uncaptured: the agent runs as root, not as the proxy user, so without the mark its own
 /// queries to the resolv.conf nameservers (port 53) would be redirected back to itself.
 /// Istio's value 1337 (0x539) is its TPROXY mark; this one is distinct.
-pub const DNS_UPSTREAM_MARK: u32 = 0x1538;
+pub const AGENT_MARK: u32 = 0x1538;
 
 /// Chain every outbound TCP connection is sent through.
 pub const CHAIN_OUTPUT: &str = "ISTIO_OUTPUT";
@@ -56,8 +56,27 @@ pub const CHAIN_OUTPUT: &str = "ISTIO_OUTPUT";
 pub const CHAIN_REDIRECT: &str = "ISTIO_REDIRECT";
 /// Chain that redirects DNS (port 53) to the DNS proxy.
 pub const CHAIN_OUTPUT_DNS: &str = "ISTIO_OUTPUT_DNS";
+/// Chain every inbound TCP connection is sent through (from `PREROUTING`).
+pub const CHAIN_INBOUND: &str = "ISTIO_INBOUND";
+/// Chain that redirects to the inbound port.
+pub const CHAIN_IN_REDIRECT: &str = "ISTIO_IN_REDIRECT";
 /// Every chain [`apply`] may create (and [`remove`] deletes).
-pub const CHAINS: [&str; 3] = [CHAIN_OUTPUT_DNS, CHAIN_OUTPUT, CHAIN_REDIRECT];
+pub const CHAINS: [&str; 5] = [
+    CHAIN_OUTPUT_DNS,
+    CHAIN_OUTPUT,
+    CHAIN_REDIRECT,
+    CHAIN_INBOUND,
+    CHAIN_IN_REDIRECT,
+];
+/// The built-in chains ours are jumped to from.
+const ENTRY_CHAINS: [&str; 2] = ["OUTPUT", "PREROUTING"];
+/// Envoy's inbound capture listener port (Istio's `virtualInbound`).
+pub const DEFAULT_INBOUND_PORT: u16 = 15006;
+/// The source address Envoy uses towards the local application for inbound traffic
+/// (Istio's "magic" 127.0.0.6: the rules return it uncaptured).
+pub const INBOUND_SOURCE_V4: &str = "127.0.0.6/32";
+/// The IPv6 counterpart.
+pub const INBOUND_SOURCE_V6: &str = "::6/128";
 
 /// IP family of a rule set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,6 +223,28 @@ impl FromStr for Include {
     }
 }
 
+/// Inbound capture: TCP arriving for the workload goes to Envoy's inbound listener
+/// (Istio's `ISTIO_INBOUND_PORTS`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboundCapture {
+    /// Envoy's inbound port (15006).
+    pub port: u16,
+    /// Destination ports captured: `None` = all (`*`), else these.
+    pub ports: Option<Vec<u16>>,
+    /// Destination ports never captured (Istio's `ISTIO_LOCAL_EXCLUDE_PORTS`, e.g. 22).
+    pub exclude_ports: Vec<u16>,
+}
+
+impl Default for InboundCapture {
+    fn default() -> Self {
+        Self {
+            port: DEFAULT_INBOUND_PORT,
+            ports: None,
+            exclude_ports: Vec::new(),
+        }
+    }
+}
+
 /// What to capture and where to send it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CaptureConfig {
@@ -228,6 +269,8 @@ pub struct CaptureConfig {
     pub dns_port: u16,
     /// Also capture IPv6 (`ip6tables`); Envoy must then listen on `[::]:outbound_port`.
     pub ipv6: bool,
+    /// Capture inbound traffic too; `None` = outbound only.
+    pub inbound: Option<InboundCapture>,
 }
 
 impl Default for CaptureConfig {
@@ -245,6 +288,7 @@ impl Default for CaptureConfig {
             dns_capture: false,
             dns_port: DEFAULT_DNS_PORT,
             ipv6: false,
+            inbound: None,
         }
     }
 }
@@ -276,6 +320,11 @@ impl CaptureConfig {
         if self.dns_capture && self.dns_port == 0 {
             return Err(ConfigError::ZeroPort {
                 what: "the DNS port",
+            });
+        }
+        if self.inbound.as_ref().is_some_and(|i| i.port == 0) {
+            return Err(ConfigError::ZeroPort {
+                what: "the inbound port",
             });
         }
         if self.proxy_uids.is_empty() && self.proxy_gids.is_empty() {
@@ -343,12 +392,15 @@ impl RuleSet {
         out
     }
 
-    /// The rules that jump from the built-in `OUTPUT` chain into ours (what [`remove`]
-    /// deletes from `OUTPUT`).
+    /// The rules that jump from the built-in `OUTPUT` and `PREROUTING` chains into ours
+    /// (what [`remove`] deletes from them).
     pub fn output_jumps(&self) -> Vec<Vec<String>> {
         self.rules
             .iter()
-            .filter(|r| r.first().map(String::as_str) == Some("OUTPUT"))
+            .filter(|r| {
+                r.first()
+                    .is_some_and(|c| ENTRY_CHAINS.contains(&c.as_str()))
+            })
             .cloned()
             .collect()
     }
@@ -385,6 +437,10 @@ fn owner_returns(chain: &str, prefix: &[&str], config: &CaptureConfig) -> Vec<Ve
     out
 }
 
+fn lo_net(family: Family) -> String {
+    family.loopback().to_string()
+}
+
 /// The rules of one family.
 pub fn build_family(config: &CaptureConfig, family: Family) -> RuleSet {
     let outbound = config.outbound_port.to_string();
@@ -395,6 +451,9 @@ pub fn build_family(config: &CaptureConfig, family: Family) -> RuleSet {
         chains.push(CHAIN_OUTPUT_DNS);
     }
     chains.extend([CHAIN_OUTPUT, CHAIN_REDIRECT]);
+    if config.inbound.is_some() {
+        chains.extend([CHAIN_INBOUND, CHAIN_IN_REDIRECT]);
+    }
 
     // Jumps from OUTPUT: DNS first (its REDIRECT ends the walk for port 53).
     if config.dns_capture {
@@ -412,7 +471,7 @@ pub fn build_family(config: &CaptureConfig, family: Family) -> RuleSet {
         &outbound,
     ]));
 
-    let mark = DNS_UPSTREAM_MARK.to_string();
+    let mark = AGENT_MARK.to_string();
     if config.dns_capture {
         rules.push(rule(&[
             CHAIN_OUTPUT_DNS,
@@ -445,22 +504,110 @@ pub fn build_family(config: &CaptureConfig, family: Family) -> RuleSet {
         }
     }
 
+    if let Some(inbound) = &config.inbound {
+        let port = inbound.port.to_string();
+        rules.push(rule(&["PREROUTING", "-p", "tcp", "-j", CHAIN_INBOUND]));
+        rules.push(rule(&[
+            CHAIN_IN_REDIRECT,
+            "-p",
+            "tcp",
+            "-j",
+            "REDIRECT",
+            "--to-ports",
+            &port,
+        ]));
+        // Envoy's own inbound port is never redirected (a connection straight to 15006).
+        let mut exclude = vec![inbound.port];
+        exclude.extend(inbound.exclude_ports.iter().copied());
+        exclude.sort_unstable();
+        exclude.dedup();
+        let exclude = exclude
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        rules.push(rule(&[
+            CHAIN_INBOUND,
+            "-p",
+            "tcp",
+            "-m",
+            "multiport",
+            "--dports",
+            &exclude,
+            "-j",
+            "RETURN",
+        ]));
+        match &inbound.ports {
+            None => rules.push(rule(&[CHAIN_INBOUND, "-p", "tcp", "-j", CHAIN_IN_REDIRECT])),
+            Some(ports) => {
+                for p in ports {
+                    let p = p.to_string();
+                    rules.push(rule(&[
+                        CHAIN_INBOUND,
+                        "-p",
+                        "tcp",
+                        "--dport",
+                        &p,
+                        "-j",
+                        CHAIN_IN_REDIRECT,
+                    ]));
+                }
+            }
+        }
+        // Envoy's inbound connections to the application come from 127.0.0.6 over lo.
+        let source = match family {
+            Family::V4 => INBOUND_SOURCE_V4,
+            Family::V6 => INBOUND_SOURCE_V6,
+        };
+        rules.push(rule(&[
+            CHAIN_OUTPUT,
+            "-o",
+            "lo",
+            "-s",
+            source,
+            "-j",
+            "RETURN",
+        ]));
+        // Envoy calling its own workload's address (a service VIP that resolved to this
+        // machine): through the inbound side, as Istio does.
+        for (flag, ids) in [
+            ("--uid-owner", &config.proxy_uids),
+            ("--gid-owner", &config.proxy_gids),
+        ] {
+            for id in ids {
+                let id = id.to_string();
+                rules.push(rule(&[
+                    CHAIN_OUTPUT,
+                    "-o",
+                    "lo",
+                    "!",
+                    "-d",
+                    &lo_net(family),
+                    "-m",
+                    "owner",
+                    flag,
+                    &id,
+                    "-j",
+                    CHAIN_IN_REDIRECT,
+                ]));
+            }
+        }
+    }
+    // The agent's own connections (control plane, DNS upstreams): never captured, however
+    // the control plane is reached (see `crate::net`).
+    rules.push(rule(&[
+        CHAIN_OUTPUT,
+        "-m",
+        "mark",
+        "--mark",
+        &mark,
+        "-j",
+        "RETURN",
+    ]));
     if config.exclude_loopback {
         rules.push(rule(&[CHAIN_OUTPUT, "-o", "lo", "-j", "RETURN"]));
     }
     rules.extend(owner_returns(CHAIN_OUTPUT, &[], config));
-    if config.dns_capture {
-        // The DNS proxy's upstream queries over TCP must not reach Envoy either.
-        rules.push(rule(&[
-            CHAIN_OUTPUT,
-            "-m",
-            "mark",
-            "--mark",
-            &mark,
-            "-j",
-            "RETURN",
-        ]));
-    }
     let lo = family.loopback().to_string();
     rules.push(rule(&[CHAIN_OUTPUT, "-d", &lo, "-j", "RETURN"]));
     for port in &config.exclude_ports {
@@ -607,17 +754,19 @@ pub fn remove_family(family: Family) -> Result<(), CaptureError> {
     if !nat_table_exists(family)? {
         return Ok(());
     }
-    // Jumps into our chains from OUTPUT, whatever their matches: read them back.
-    let listing = run_ok(cmd, &strings(&["-t", "nat", "-S", "OUTPUT"]), None)?;
-    for line in listing.lines() {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let jumps_to_ours = words
-            .windows(2)
-            .any(|w| w[0] == "-j" && CHAINS.contains(&w[1]));
-        if words.first() == Some(&"-A") && jumps_to_ours {
-            let mut args = strings(&["-t", "nat", "-D"]);
-            args.extend(words[1..].iter().map(|w| (*w).to_owned()));
-            run_ok(cmd, &args, None)?;
+    // Jumps into our chains from the built-in chains, whatever their matches: read them back.
+    for entry in ENTRY_CHAINS {
+        let listing = run_ok(cmd, &strings(&["-t", "nat", "-S", entry]), None)?;
+        for line in listing.lines() {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let jumps_to_ours = words
+                .windows(2)
+                .any(|w| w[0] == "-j" && CHAINS.contains(&w[1]));
+            if words.first() == Some(&"-A") && jumps_to_ours {
+                let mut args = strings(&["-t", "nat", "-D"]);
+                args.extend(words[1..].iter().map(|w| (*w).to_owned()));
+                run_ok(cmd, &args, None)?;
+            }
         }
     }
     // Flush all first (chains may jump to each other), then delete.
@@ -786,6 +935,64 @@ mod tests {
     }
 
     #[test]
+    fn inbound_capture_is_istios_with_the_agents_mark_first() {
+        let config = CaptureConfig {
+            inbound: Some(InboundCapture {
+                exclude_ports: vec![22],
+                ..InboundCapture::default()
+            }),
+            ..CaptureConfig::default()
+        };
+        let set = &build(&config).unwrap()[0];
+        assert_eq!(
+            set.chains,
+            vec![
+                "ISTIO_OUTPUT",
+                "ISTIO_REDIRECT",
+                "ISTIO_INBOUND",
+                "ISTIO_IN_REDIRECT"
+            ]
+        );
+        assert_eq!(
+            lines(set),
+            vec![
+                "OUTPUT -p tcp -j ISTIO_OUTPUT",
+                "ISTIO_REDIRECT -p tcp -j REDIRECT --to-ports 15001",
+                "PREROUTING -p tcp -j ISTIO_INBOUND",
+                "ISTIO_IN_REDIRECT -p tcp -j REDIRECT --to-ports 15006",
+                "ISTIO_INBOUND -p tcp -m multiport --dports 22,15006 -j RETURN",
+                "ISTIO_INBOUND -p tcp -j ISTIO_IN_REDIRECT",
+                "ISTIO_OUTPUT -o lo -s 127.0.0.6/32 -j RETURN",
+                "ISTIO_OUTPUT -o lo ! -d 127.0.0.1/32 -m owner --uid-owner 1337 -j ISTIO_IN_REDIRECT",
+                "ISTIO_OUTPUT -o lo ! -d 127.0.0.1/32 -m owner --gid-owner 1337 -j ISTIO_IN_REDIRECT",
+                "ISTIO_OUTPUT -m mark --mark 5432 -j RETURN",
+                "ISTIO_OUTPUT -o lo -j RETURN",
+                "ISTIO_OUTPUT -m owner --uid-owner 1337 -j RETURN",
+                "ISTIO_OUTPUT -m owner --gid-owner 1337 -j RETURN",
+                "ISTIO_OUTPUT -d 127.0.0.1/32 -j RETURN",
+                "ISTIO_OUTPUT -j ISTIO_REDIRECT",
+            ]
+        );
+        assert_eq!(
+            set.output_jumps(),
+            vec![
+                rule(&["OUTPUT", "-p", "tcp", "-j", "ISTIO_OUTPUT"]),
+                rule(&["PREROUTING", "-p", "tcp", "-j", "ISTIO_INBOUND"]),
+            ]
+        );
+        let only = CaptureConfig {
+            inbound: Some(InboundCapture {
+                ports: Some(vec![8080, 9090]),
+                ..InboundCapture::default()
+            }),
+            ..CaptureConfig::default()
+        };
+        let l = lines(&build(&only).unwrap()[0]);
+        assert!(l.contains(&"ISTIO_INBOUND -p tcp --dport 8080 -j ISTIO_IN_REDIRECT".to_string()));
+        assert!(!l.contains(&"ISTIO_INBOUND -p tcp -j ISTIO_IN_REDIRECT".to_string()));
+    }
+
+    #[test]
     fn default_rules_are_istios_outbound_capture() {
         let sets = build(&CaptureConfig::default()).unwrap();
         assert_eq!(sets.len(), 1);
@@ -797,6 +1004,7 @@ mod tests {
             vec![
                 "OUTPUT -p tcp -j ISTIO_OUTPUT",
                 "ISTIO_REDIRECT -p tcp -j REDIRECT --to-ports 15001",
+                "ISTIO_OUTPUT -m mark --mark 5432 -j RETURN",
                 "ISTIO_OUTPUT -o lo -j RETURN",
                 "ISTIO_OUTPUT -m owner --uid-owner 1337 -j RETURN",
                 "ISTIO_OUTPUT -m owner --gid-owner 1337 -j RETURN",

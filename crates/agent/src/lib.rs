@@ -16,8 +16,9 @@ pub mod bootstrap;
 pub mod capture;
 pub mod dns;
 pub mod envoy_bin;
+pub mod mesh;
 pub mod nds;
-pub mod node_meta;
+pub mod net;
 pub mod sds;
 pub mod supervisor;
 
@@ -26,8 +27,8 @@ pub use bootstrap::{
     minimal_static_bootstrap,
 };
 pub use capture::{Capture, CaptureConfig, CaptureError};
+pub use entryway_contract::{NodeMeta, node_meta};
 pub use envoy_bin::{EnvoyNotFound, find_envoy};
-pub use node_meta::NodeMeta;
 pub use sds::{MeshIdentity, SdsHandle, SdsOptions, SdsServer};
 pub use supervisor::{
     Backoff, EnvoyLaunch, EnvoyPhase, EnvoyStatus, ProxyAgentConfig, Supervisor, SupervisorError,

@@ -11,8 +11,6 @@
 //! The client reconnects with back-off (100 ms doubling to 5 s) when the stream fails; the last
 //! table stays in force meanwhile.
 
-pub mod proto;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,10 +26,8 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::bootstrap::XdsAddress;
-pub use proto::{NameInfo, NameTable};
-
-/// NDS type URL (Istio's).
-pub const NDS_TYPE_URL: &str = "type.googleapis.com/istio.networking.nds.v1.NameTable";
+use crate::mesh::ControlPlane;
+pub use entryway_contract::nds::{NDS_TYPE_URL, NameInfo, NameTable};
 
 /// Where the current name table is published. Cloning shares it.
 #[derive(Clone, Debug)]
@@ -120,19 +116,23 @@ impl NdsClient {
     /// Subscribes to NDS at `xds` (plaintext gRPC) as `node` and publishes every table to a
     /// new handle. Runs until [`NdsClient::stop`] or drop.
     pub fn start(xds: &XdsAddress, node: Node) -> NdsClient {
-        Self::start_with(xds, node, NameTableHandle::new())
+        Self::start_with(
+            &ControlPlane::plaintext(xds.clone()),
+            node,
+            NameTableHandle::new(),
+        )
     }
 
-    /// [`NdsClient::start`] publishing to an existing handle.
-    pub fn start_with(xds: &XdsAddress, node: Node, table: NameTableHandle) -> NdsClient {
-        let host = if xds.host.contains(':') {
-            format!("[{}]", xds.host)
-        } else {
-            xds.host.clone()
-        };
-        let uri = format!("http://{host}:{}", xds.port);
+    /// [`NdsClient::start`] through `control_plane` (the secure port when the agent joined
+    /// the mesh; always over the agent's marked sockets, so traffic capture never redirects
+    /// this stream), publishing to an existing handle.
+    pub fn start_with(
+        control_plane: &ControlPlane,
+        node: Node,
+        table: NameTableHandle,
+    ) -> NdsClient {
         let (stats_tx, stats) = watch::channel(NdsStats::default());
-        let task = tokio::spawn(run(uri, node, table.clone(), stats_tx));
+        let task = tokio::spawn(run(control_plane.clone(), node, table.clone(), stats_tx));
         NdsClient { table, stats, task }
     }
 
@@ -161,10 +161,20 @@ impl Drop for NdsClient {
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
-async fn run(uri: String, node: Node, table: NameTableHandle, stats: watch::Sender<NdsStats>) {
+async fn run(
+    control_plane: ControlPlane,
+    node: Node,
+    table: NameTableHandle,
+    stats: watch::Sender<NdsStats>,
+) {
+    let uri = format!(
+        "{}:{}",
+        control_plane.address().host,
+        control_plane.address().port
+    );
     let mut backoff = BACKOFF_MIN;
     loop {
-        match stream_once(&uri, &node, &table, &stats).await {
+        match stream_once(&control_plane, &node, &table, &stats).await {
             Ok(()) => {
                 info!(%uri, "NDS stream closed by the control plane; reconnecting");
                 backoff = BACKOFF_MIN;
@@ -217,14 +227,12 @@ pub fn decode_response(resp: &DiscoveryResponse) -> Result<NameTable, String> {
 }
 
 async fn stream_once(
-    uri: &str,
+    control_plane: &ControlPlane,
     node: &Node,
     table: &NameTableHandle,
     stats: &watch::Sender<NdsStats>,
 ) -> Result<(), String> {
-    let mut client = AggregatedDiscoveryServiceClient::connect(uri.to_string())
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut client = AggregatedDiscoveryServiceClient::new(control_plane.channel());
     let (tx, rx) = mpsc::channel::<DiscoveryRequest>(4);
     tx.send(request(Some(node), "", "", None))
         .await

@@ -20,9 +20,11 @@
 //! - every [`SdsOptions::refresh_interval`] the requested secrets are rebuilt (files read
 //!   again) and pushed when their content changed, so rotated certificate files reach Envoy.
 //!
-//! **Mesh identity:** there is no mesh CA yet. [`start_for_agent`] makes a self-signed root
-//! per agent ([`MeshIdentity::self_signed`]); `ISTIO_MUTUAL` between proxies of different
-//! agents therefore fails certificate verification until a shared CA exists.
+//! **Mesh identity:** an agent that joined the mesh serves the certificate the mesh CA signed
+//! for it ([`crate::mesh`]), following every rotation ([`SdsServer::start_following`]). An
+//! agent without mesh credentials (talking to a control plane on the plaintext port) makes a
+//! self-signed root of its own ([`start_for_agent`]); `ISTIO_MUTUAL` to other agents' proxies
+//! then fails verification.
 
 pub mod secrets;
 
@@ -49,8 +51,8 @@ use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
 use tonic::{Request, Response, Status, Streaming};
 
 pub use secrets::{
-    DEFAULT_SERVICE_ACCOUNT, DEFAULT_TRUST_DOMAIN, IdentityError, MeshIdentity, SecretError,
-    SecretName, SecretProvider, spiffe_id,
+    DEFAULT_SERVICE_ACCOUNT, DEFAULT_TRUST_DOMAIN, IdentityError, IdentitySource, MeshIdentity,
+    SecretError, SecretName, SecretProvider, fixed_identity, spiffe_id,
 };
 
 use crate::supervisor::ProxyAgentConfig;
@@ -147,6 +149,16 @@ impl SdsServer {
         identity: MeshIdentity,
         options: SdsOptions,
     ) -> io::Result<SdsHandle> {
+        Self::start_following(socket_path, secrets::fixed_identity(identity), options)
+    }
+
+    /// [`Self::start_with`] serving the identity in force in `identity`: every rotation is
+    /// pushed to every stream that asked for `default` or `ROOTCA`.
+    pub fn start_following(
+        socket_path: impl Into<PathBuf>,
+        identity: IdentitySource,
+        options: SdsOptions,
+    ) -> io::Result<SdsHandle> {
         let socket_path = socket_path.into();
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|e| io::Error::other(format!("the SDS server needs a tokio runtime: {e}")))?;
@@ -154,7 +166,7 @@ impl SdsServer {
             let _guard = runtime.enter();
             bind(&socket_path)?
         };
-        let provider = SecretProvider::new(identity)
+        let provider = SecretProvider::following(identity)
             .with_system_ca_candidates(options.system_ca_candidates.clone());
         let counters = Arc::new(Counters::default());
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -193,16 +205,34 @@ impl SdsServer {
 /// `default`, trust domain `cluster.local`) and serves SDS on
 /// [`ProxyAgentConfig::sds_socket_path`], the socket its bootstrap points `sds-grpc` at.
 pub fn start_for_agent(config: &ProxyAgentConfig) -> Result<SdsHandle, SdsError> {
+    let identity = self_signed_for(config)?;
+    Ok(SdsServer::start(config.sds_socket_path(), identity)?)
+}
+
+/// Serves `identity` (following its rotations) on [`ProxyAgentConfig::sds_socket_path`].
+pub fn start_for_agent_following(
+    config: &ProxyAgentConfig,
+    identity: IdentitySource,
+) -> Result<SdsHandle, SdsError> {
+    Ok(SdsServer::start_following(
+        config.sds_socket_path(),
+        identity,
+        SdsOptions::default(),
+    )?)
+}
+
+/// The self-signed identity of an agent without mesh credentials.
+pub fn self_signed_for(config: &ProxyAgentConfig) -> Result<MeshIdentity, SdsError> {
     let identity = MeshIdentity::self_signed(
-        DEFAULT_TRUST_DOMAIN,
+        &config.trust_domain,
         &config.namespace,
-        DEFAULT_SERVICE_ACCOUNT,
+        &config.service_account,
     )?;
     tracing::info!(
         spiffe_id = identity.spiffe_id(),
-        "mesh identity from a self-signed root (no mesh CA: other agents will not trust it)"
+        "mesh identity from a self-signed root (no mesh credentials: other agents will not trust it)"
     );
-    Ok(SdsServer::start(config.sds_socket_path(), identity)?)
+    Ok(identity)
 }
 
 fn bind(path: &Path) -> io::Result<tokio::net::UnixListener> {
@@ -409,8 +439,18 @@ impl SotwStream {
     ) {
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + refresh, refresh);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut identity = self.provider.identity_source();
+        let mut rotating = true;
         loop {
             let keep_going = tokio::select! {
+                changed = identity.changed(), if rotating => match changed {
+                    // A rotated certificate: push it now, not at the next refresh.
+                    Ok(()) => self.push_if_changed().await,
+                    Err(_) => {
+                        rotating = false;
+                        true
+                    }
+                },
                 () = stopped(&mut stop) => false,
                 message = inbound.message() => match message {
                     Ok(Some(request)) => self.on_request(request).await,

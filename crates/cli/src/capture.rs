@@ -54,6 +54,17 @@ pub struct CaptureRuleArgs {
     /// Also capture IPv6 (ip6tables).
     #[arg(long)]
     pub capture_ipv6: bool,
+    /// Inbound TCP ports captured to Envoy's inbound listener (Istio's
+    /// `ISTIO_INBOUND_PORTS`): `*` for all, or a comma-separated list; empty (the default)
+    /// captures no inbound traffic.
+    #[arg(long, default_value = "", value_name = "*|PORT,...")]
+    pub inbound_ports: String,
+    /// Inbound ports never captured (Istio's `ISTIO_LOCAL_EXCLUDE_PORTS`, e.g. 22).
+    #[arg(long, value_delimiter = ',', value_name = "PORT,...")]
+    pub inbound_exclude_ports: Vec<u16>,
+    /// Envoy's inbound listener port.
+    #[arg(long, default_value_t = capture::DEFAULT_INBOUND_PORT, value_name = "PORT")]
+    pub inbound_port: u16,
 }
 
 impl CaptureRuleArgs {
@@ -67,7 +78,29 @@ impl CaptureRuleArgs {
             .map(|c| c.parse::<Cidr>())
             .collect::<Result<Vec<_>, _>>()
             .context("--exclude-cidrs")?;
+        let inbound = match self.inbound_ports.trim() {
+            "" => None,
+            "*" => Some(None),
+            list => Some(Some(
+                list.split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(|p| {
+                        p.parse::<u16>()
+                            .ok()
+                            .filter(|p| *p != 0)
+                            .with_context(|| format!("--inbound-ports: {p:?} is not a port"))
+                    })
+                    .collect::<anyhow::Result<Vec<u16>>>()?,
+            )),
+        }
+        .map(|ports| capture::InboundCapture {
+            port: self.inbound_port,
+            ports,
+            exclude_ports: self.inbound_exclude_ports.clone(),
+        });
         let config = CaptureConfig {
+            inbound,
             outbound_port: self.outbound_port,
             proxy_uids: self.proxy_uids.clone(),
             proxy_gids: self.proxy_gids.clone(),

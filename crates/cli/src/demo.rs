@@ -263,7 +263,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         xds_address: ([127, 0, 0, 1], 0).into(),
         admin_address: ([127, 0, 0, 1], 0).into(),
         debounce_ms: 10,
+        insecure_remote_xds: false,
+        // The demo's sidecar talks to the control plane over loopback.
+        secure_xds_address: "off".into(),
+        tls_san: Vec::new(),
         state_dir: dir.path().join("state"),
+        ca_dir: None,
+        trust_domain: entryway_contract::DEFAULT_TRUST_DOMAIN.into(),
+        workload_cert_ttl: entryway_server::ca::DEFAULT_WORKLOAD_TTL,
         max_file_bytes: entryway_server::files::DEFAULT_MAX_FILE_BYTES,
         max_withdrawal_percent: 50,
         confirm_withdrawal: false,
@@ -282,7 +289,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     if args.delta {
         agent_config.ads_api_type = entryway_agent::AdsApiType::DeltaGrpc;
     }
-    let agent = match Agent::start(agent_config, stop_rx) {
+    let joined = crate::proxy::join(&agent_config, stop_rx.clone()).await?;
+    let agent = match Agent::start(agent_config, joined.identity, stop_rx) {
         Ok(a) => a,
         Err(e) => {
             let _ = stop_tx.send(true);

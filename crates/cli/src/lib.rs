@@ -5,9 +5,12 @@ pub mod capture;
 pub mod defaults;
 pub mod demo;
 pub mod proxy;
+pub mod secure;
 pub mod serve;
+pub mod token;
 pub mod up;
 pub mod validate;
+pub mod vm;
 pub mod xds;
 
 use std::path::PathBuf;
@@ -44,6 +47,12 @@ pub enum Command {
     /// Show governance on local stand-ins: retries, timeout, fault, circuit breaker, TLS
     /// origination, TCP, REGISTRY_ONLY.
     Demo(demo::DemoArgs),
+    /// Join tokens for machines joining the mesh (bound to a namespace and service account).
+    #[command(subcommand)]
+    Token(token::TokenCommand),
+    /// Prepare a machine to join the mesh (root certificate, join token, settings).
+    #[command(subcommand)]
+    Vm(vm::VmCommand),
 }
 
 /// `entryway xds ...`.
@@ -88,6 +97,16 @@ pub fn run() -> ExitCode {
         }
         Command::Up(args) => run_async(up::run(args)),
         Command::Demo(args) => run_async(demo::run(args)),
+        Command::Token(cmd) => {
+            let mut out = std::io::stdout().lock();
+            let mut err = std::io::stderr().lock();
+            ExitCode::from(token::run(&cmd, &mut out, &mut err))
+        }
+        Command::Vm(cmd) => {
+            let mut out = std::io::stdout().lock();
+            let mut err = std::io::stderr().lock();
+            ExitCode::from(vm::run(&cmd, &mut out, &mut err))
+        }
     }
 }
 

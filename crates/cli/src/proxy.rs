@@ -71,16 +71,93 @@ pub struct ProxyArgs {
     /// DNS proxy address (UDP and TCP).
     #[arg(long, default_value = "127.0.0.1:15053", value_name = "ADDR")]
     pub dns_address: SocketAddr,
+    /// The workload's service account (node metadata SERVICE_ACCOUNT; the identity asked
+    /// of the mesh CA). Default: `SERVICE_ACCOUNT`, else `default`.
+    #[arg(long)]
+    pub service_account: Option<String>,
+    /// Join the mesh with what `entryway vm configure` wrote: root certificate, join token,
+    /// settings (namespace, service account, the control plane's secure address).
+    #[arg(long, value_name = "DIR")]
+    pub join_dir: Option<PathBuf>,
+    /// Join the mesh through the secure port, trusting this mesh root (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub root_cert: Option<PathBuf>,
+    /// The join token file (with `--root-cert`).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// The DNS name the control plane's certificate must carry (Istio's `ISTIOD_SAN`).
+    #[arg(long, value_name = "NAME")]
+    pub xds_san: Option<String>,
+    /// Requested workload certificate lifetime (`24h`, `10m`); the CA's default otherwise.
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub cert_ttl: Option<std::time::Duration>,
 }
 
 /// The agent settings from the environment overridden by `args`; `xds_default` is used when
 /// neither names the control plane.
 pub fn agent_config(args: &ProxyArgs, xds_default: SocketAddr) -> anyhow::Result<ProxyAgentConfig> {
-    let mut c = ProxyAgentConfig::from_env()?;
-    c.xds_address = match &args.xds {
-        Some(a) => XdsAddress::parse(a)?,
-        None => XdsAddress::new(xds_default.ip().to_string(), xds_default.port()),
+    use entryway_agent::mesh::join_dir::{self, JoinDir};
+    // A join directory's settings come after the process environment (they describe this
+    // machine's place in the mesh); flags come last.
+    let join = match &args.join_dir {
+        Some(dir) => Some(JoinDir::read(dir).context("reading the join directory")?),
+        None => None,
     };
+    let mut vars: Vec<(String, String)> = std::env::vars().collect();
+    if let Some(j) = &join {
+        vars.extend(j.env.clone());
+    }
+    let mut c = ProxyAgentConfig::from_vars(vars)?;
+    let join_xds = join.as_ref().and_then(|j| j.get(join_dir::XDS_ADDRESS_KEY));
+    c.xds_address = match (&args.xds, join_xds) {
+        (Some(a), _) => XdsAddress::parse(a)?,
+        (None, Some(a)) => XdsAddress::parse(a)
+            .with_context(|| format!("{} in the join directory", join_dir::XDS_ADDRESS_KEY))?,
+        (None, None) => XdsAddress::new(xds_default.ip().to_string(), xds_default.port()),
+    };
+    if let Some(sa) = &args.service_account {
+        c.service_account = sa.clone();
+    }
+    let root_cert = args
+        .root_cert
+        .clone()
+        .or_else(|| join.as_ref().map(JoinDir::root_cert));
+    if let Some(root_cert) = root_cert {
+        let get = |k: &str| join.as_ref().and_then(|j| j.get(k)).map(str::to_string);
+        let ca_address =
+            match get(join_dir::CA_ADDRESS_KEY) {
+                Some(a) => Some(XdsAddress::parse(&a).with_context(|| {
+                    format!("{} in the join directory", join_dir::CA_ADDRESS_KEY)
+                })?),
+                None => None,
+            };
+        let cert_ttl =
+            match (args.cert_ttl, get(join_dir::SECRET_TTL_KEY)) {
+                (Some(t), _) => Some(t),
+                (None, Some(t)) => Some(humantime::parse_duration(&t).with_context(|| {
+                    format!("{} in the join directory", join_dir::SECRET_TTL_KEY)
+                })?),
+                (None, None) => None,
+            };
+        c.mesh = Some(entryway_agent::mesh::MeshSecurity {
+            root_cert,
+            token_file: args
+                .token_file
+                .clone()
+                .or_else(|| join.as_ref().map(JoinDir::token_file)),
+            server_name: args
+                .xds_san
+                .clone()
+                .or_else(|| get(join_dir::SERVER_NAME_KEY))
+                .unwrap_or_else(|| entryway_contract::DEFAULT_CONTROL_PLANE_NAME.to_string()),
+            ca_address,
+            cert_ttl,
+        });
+    } else if args.token_file.is_some() {
+        anyhow::bail!(
+            "--token-file needs --root-cert (the mesh root that verifies the control plane)"
+        );
+    }
     c.admin_port = args.envoy_admin_port;
     if args.delta {
         c.ads_api_type = AdsApiType::DeltaGrpc;
@@ -118,6 +195,51 @@ pub fn agent_config(args: &ProxyArgs, xds_default: SocketAddr) -> anyhow::Result
     Ok(c)
 }
 
+/// How this agent reaches the control plane and who it is there.
+pub struct Joined {
+    /// The control plane (secure port with the workload certificate, or plaintext).
+    pub control_plane: entryway_agent::mesh::ControlPlane,
+    /// The identity served to Envoy (`default`, `ROOTCA`), following rotations.
+    pub identity: entryway_agent::sds::IdentitySource,
+}
+
+/// With mesh credentials: the first workload certificate from the mesh CA (retrying until it
+/// signs or `stop` fires) and its rotation in the background. Without: a self-signed identity
+/// and the plaintext port.
+pub async fn join(
+    config: &ProxyAgentConfig,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<Joined> {
+    use entryway_agent::mesh::{CertificateClient, ControlPlane, start_identity};
+    let Some(mesh) = &config.mesh else {
+        let identity = entryway_agent::sds::self_signed_for(config)?;
+        return Ok(Joined {
+            control_plane: ControlPlane::plaintext(config.xds_address.clone()),
+            identity: entryway_agent::sds::fixed_identity(identity),
+        });
+    };
+    let root = std::fs::read_to_string(&mesh.root_cert)
+        .with_context(|| format!("reading the mesh root {}", mesh.root_cert.display()))?;
+    let cp = ControlPlane::secure(config.xds_address.clone(), &root, &mesh.server_name, None)?;
+    let ca = match &mesh.ca_address {
+        Some(a) => cp.at(a.clone()),
+        None => cp.clone(),
+    };
+    let client = CertificateClient::new(
+        ca,
+        mesh.token_file.clone(),
+        config.spiffe_id(),
+        mesh.cert_ttl,
+    );
+    let (identity, _rotation) = start_identity(client, stop)
+        .await
+        .context("getting a workload certificate from the mesh CA")?;
+    Ok(Joined {
+        control_plane: cp.with_identity(Some(identity.clone())),
+        identity,
+    })
+}
+
 /// `off` → `None`; else a socket address.
 pub fn parse_explicit_proxy(s: &str) -> anyhow::Result<Option<SocketAddr>> {
     if s.eq_ignore_ascii_case("off") || s.is_empty() {
@@ -140,14 +262,19 @@ pub struct Agent {
 impl Agent {
     /// Starts the local SDS server (secrets for Envoy, as Istio's agent serves them), writes
     /// the bootstrap and supervises Envoy until `stop` turns true.
-    pub fn start(config: ProxyAgentConfig, stop: watch::Receiver<bool>) -> anyhow::Result<Agent> {
-        Self::start_as(config, stop, None, None)
+    pub fn start(
+        config: ProxyAgentConfig,
+        identity: entryway_agent::sds::IdentitySource,
+        stop: watch::Receiver<bool>,
+    ) -> anyhow::Result<Agent> {
+        Self::start_as(config, identity, stop, None, None)
     }
 
     /// Like [`Agent::start`], running Envoy as `uid` / `gid` when given (traffic capture
     /// tells Envoy's own connections apart by them).
     pub fn start_as(
         config: ProxyAgentConfig,
+        identity: entryway_agent::sds::IdentitySource,
         mut stop: watch::Receiver<bool>,
         uid: Option<u32>,
         gid: Option<u32>,
@@ -155,8 +282,8 @@ impl Agent {
         let mut launch = config.prepare()?;
         launch.uid = uid;
         launch.gid = gid;
-        let sds =
-            entryway_agent::sds::start_for_agent(&config).context("starting the SDS server")?;
+        let sds = entryway_agent::sds::start_for_agent_following(&config, identity)
+            .context("starting the SDS server")?;
         let sup = Supervisor::new(launch, SupervisorOptions::default());
         let status = sup.status();
         let task = tokio::spawn(async move {
@@ -205,9 +332,17 @@ pub struct Dns {
 
 /// Subscribes to the control plane's name table (NDS, as this proxy's node) and serves DNS
 /// on `addr` from it.
-pub async fn start_dns(config: &ProxyAgentConfig, addr: SocketAddr) -> anyhow::Result<Dns> {
+pub async fn start_dns(
+    config: &ProxyAgentConfig,
+    control_plane: &entryway_agent::mesh::ControlPlane,
+    addr: SocketAddr,
+) -> anyhow::Result<Dns> {
     let node = entryway_agent::nds::node(&config.node_id(), &config.bootstrap().node_metadata);
-    let nds = entryway_agent::nds::NdsClient::start(&config.xds_address, node);
+    let nds = entryway_agent::nds::NdsClient::start_with(
+        control_plane,
+        node,
+        entryway_agent::nds::NameTableHandle::new(),
+    );
     let options = entryway_agent::dns::DnsOptions::system(addr, &config.namespace)
         .context("reading /etc/resolv.conf for the DNS proxy's upstreams")?;
     let dns = entryway_agent::dns::DnsProxy::start(options, nds.table())
@@ -280,8 +415,10 @@ pub async fn run_with_capture(
     capture: Option<crate::capture::CapturePlan>,
 ) -> anyhow::Result<()> {
     let signal = entryway_agent::shutdown_signal()?;
-    let default_xds: SocketAddr = ([127, 0, 0, 1], entryway_server::ads::DEFAULT_PORT).into();
-    let config = agent_config(&args, default_xds)?;
+    let default_xds: SocketAddr = ([127, 0, 0, 1], entryway_contract::PLAINTEXT_XDS_PORT).into();
+    let mut config = agent_config(&args, default_xds)?;
+    // Inbound listeners on 15006 only when inbound traffic is captured to them.
+    config.inbound_capture = capture.as_ref().is_some_and(|p| p.config.inbound.is_some());
     eprintln!("entryway proxy: {}", describe(&config));
     // --- traffic capture (issue 6): apply now, remove on every way out ---
     let (guard, envoy_uid, envoy_gid) = match &capture {
@@ -298,12 +435,30 @@ pub async fn run_with_capture(
             (Some(guard), plan.envoy_uid, plan.envoy_gid)
         }
     };
+    let (stop_tx, stop_rx) = watch::channel(false);
     let result = async {
+        let mut signal = std::pin::pin!(signal);
+        let joined = tokio::select! {
+            j = join(&config, stop_rx.clone()) => j?,
+            sig = &mut signal => {
+                info!(signal = sig, "shutting down before joining the mesh");
+                return Ok(());
+            }
+        };
         let _dns = match config.dns_capture {
-            true => Some(start_dns(&config, args.dns_address).await?),
+            true => Some(start_dns(&config, &joined.control_plane, args.dns_address).await?),
             false => None,
         };
-        run_agent(config, signal, envoy_uid, envoy_gid).await
+        run_agent(
+            config,
+            joined.identity,
+            signal,
+            stop_tx,
+            stop_rx,
+            envoy_uid,
+            envoy_gid,
+        )
+        .await
     }
     .await;
     if let Some(guard) = guard {
@@ -317,12 +472,14 @@ pub async fn run_with_capture(
 
 async fn run_agent(
     config: ProxyAgentConfig,
+    identity: entryway_agent::sds::IdentitySource,
     signal: impl std::future::Future<Output = &'static str>,
+    stop_tx: watch::Sender<bool>,
+    stop_rx: watch::Receiver<bool>,
     uid: Option<u32>,
     gid: Option<u32>,
 ) -> anyhow::Result<()> {
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let agent = Agent::start_as(config, stop_rx, uid, gid)?;
+    let agent = Agent::start_as(config, identity, stop_rx, uid, gid)?;
     let mut status = agent.status.clone();
     tokio::select! {
         sig = signal => info!(signal = sig, "shutting down"),

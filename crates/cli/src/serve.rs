@@ -34,21 +34,44 @@ pub struct ServeArgs {
     /// Namespace of documents that name none.
     #[arg(long, default_value = entryway_server::store::DEFAULT_NAMESPACE)]
     pub default_namespace: String,
-    /// ADS gRPC listen address (Istio's plaintext xDS port). Loopback by default; use
-    /// `0.0.0.0:15010` to serve Envoys on other machines.
+    /// Plaintext ADS listen address (Istio's 15010): no authentication, so loopback only
+    /// unless `--insecure-remote-xds` is given. Proxies on other machines use the secure port.
     #[arg(long, default_value = "127.0.0.1:15010", value_name = "ADDR")]
     pub xds_address: SocketAddr,
+    /// Allow `--xds-address` on a non-loopback address (every resource of every namespace to
+    /// anyone who connects; a warning is logged).
+    #[arg(long)]
+    pub insecure_remote_xds: bool,
+    /// Secure port (Istio's 15012): xDS and the certificate API over TLS, callers
+    /// authenticated by workload certificate or join token; `off` disables it.
+    #[arg(long, default_value = "0.0.0.0:15012", value_name = "ADDR|off")]
+    pub secure_xds_address: String,
+    /// Extra DNS names or IPs in the control plane's serving certificate (besides istiod's
+    /// names, `localhost`, 127.0.0.1 and the secure listen address).
+    #[arg(long = "tls-san", value_name = "NAME|IP")]
+    pub tls_san: Vec<String>,
+    /// The control plane's state: the self-signed mesh CA (created once, kept across
+    /// restarts), the join-token key, and the last good configuration (`<DIR>/last-good/`,
+    /// read back at start, so a file found broken at start keeps serving its last good
+    /// resources).
+    #[arg(long, default_value = "entryway-state", value_name = "DIR")]
+    pub state_dir: PathBuf,
+    /// Istio's plug-in CA directory (`ca-cert.pem`, `ca-key.pem`, `root-cert.pem`,
+    /// `cert-chain.pem`); without it the self-signed root in the state directory is used.
+    #[arg(long, value_name = "DIR")]
+    pub ca_dir: Option<PathBuf>,
+    /// Trust domain of workload identities (`spiffe://<trust-domain>/ns/<ns>/sa/<sa>`).
+    #[arg(long, default_value = entryway_contract::DEFAULT_TRUST_DOMAIN)]
+    pub trust_domain: String,
+    /// Lifetime of workload certificates when a request asks for none (`24h`, `10m`, `30s`).
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub workload_cert_ttl: std::time::Duration,
     /// Admin HTTP listen address (/ready, /metrics, /debug/*), Istio's monitoring port.
     #[arg(long, default_value = "127.0.0.1:15014", value_name = "ADDR")]
     pub admin_address: SocketAddr,
     /// Quiet time (ms) after a file change before the reload (bursts coalesce).
     #[arg(long, default_value_t = 10, value_name = "MS")]
     pub debounce_ms: u64,
-    /// Directory of the control plane's state: the last good configuration is kept in
-    /// `<DIR>/last-good/` and read back at start, so a file found broken at start keeps
-    /// serving its last good resources.
-    #[arg(long, default_value = "entryway-state", value_name = "DIR")]
-    pub state_dir: PathBuf,
     /// Largest config file read (bytes); a larger one is refused and keeps its last good
     /// resources.
     #[arg(long, default_value_t = entryway_server::files::DEFAULT_MAX_FILE_BYTES, value_name = "BYTES")]
@@ -66,10 +89,36 @@ pub struct ServeArgs {
 /// Longest the first read of the config may take before the start fails.
 const FIRST_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
+impl ServeArgs {
+    /// The defaults of every flag, with this state, CA directory and trust domain (what
+    /// commands that work on the control plane's state need).
+    pub fn for_state(
+        state_dir: &std::path::Path,
+        ca_dir: Option<PathBuf>,
+        trust_domain: &str,
+    ) -> ServeArgs {
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let mut args = Defaults::parse_from(["entryway"]).serve;
+        args.state_dir = state_dir.to_path_buf();
+        args.ca_dir = ca_dir;
+        args.trust_domain = trust_domain.to_string();
+        args
+    }
+}
+
 /// A running control plane.
 pub struct ControlPlane {
-    /// Where ADS listens.
+    /// Where plaintext ADS listens.
     pub xds_addr: SocketAddr,
+    /// Where the secure port listens (`None` when off).
+    pub secure_addr: Option<SocketAddr>,
+    /// The mesh CA (`None` when the secure port is off).
+    pub ca: Option<Arc<entryway_server::ca::MeshCa>>,
     /// Where admin HTTP listens.
     pub admin_addr: SocketAddr,
     /// Status and metrics shared by every part.
@@ -115,8 +164,26 @@ impl ControlPlane {
             .context("loading the config")??;
         let confirmation = store.confirmation();
 
+        if !args.xds_address.ip().is_loopback() {
+            if !args.insecure_remote_xds {
+                anyhow::bail!(
+                    "--xds-address {}: the plaintext xDS port serves every resource without \
+                     authentication and listens on loopback only; proxies on other machines use \
+                     the secure port ({}); pass --insecure-remote-xds to serve it there anyway",
+                    args.xds_address,
+                    args.secure_xds_address
+                );
+            }
+            tracing::warn!(
+                address = %args.xds_address,
+                "plaintext xDS on a non-loopback address: anyone who can connect gets every resource of every namespace"
+            );
+        }
         let ads_listener = entryway_server::ads::bind(args.xds_address).await?;
         let xds_addr = ads_listener.local_addr()?;
+        let secure = crate::secure::start(args, &shared, stop.clone()).await?;
+        let secure_addr = secure.as_ref().map(|s| s.addr);
+        let ca = secure.as_ref().map(|s| Arc::clone(&s.ca));
         let admin = AdminServer::bind(args.admin_address, Arc::clone(&shared))
             .await
             .with_context(|| format!("cannot listen on {} (admin)", args.admin_address))?;
@@ -161,10 +228,25 @@ impl ControlPlane {
         ));
         let s = stop.clone();
         let sh = Arc::clone(&shared);
+        let (secure_port, authenticator) = match secure {
+            Some(s) => (Some(s.port), Some(s.authenticator)),
+            None => (None, None),
+        };
         tasks.push((
             "ADS server",
             tokio::spawn(async move {
-                entryway_server::ads::serve(ads_listener, sh, stopped(s)).await?;
+                let options = entryway_server::ads::AdsOptions {
+                    authenticator,
+                    ..Default::default()
+                };
+                entryway_server::ads::serve_ports(
+                    Some(ads_listener),
+                    secure_port,
+                    sh,
+                    options,
+                    stopped(s),
+                )
+                .await?;
                 Ok(())
             }),
         ));
@@ -178,12 +260,15 @@ impl ControlPlane {
         ));
         info!(
             xds = %xds_addr,
+            secure = %secure_addr.map_or("off".to_string(), |a| a.to_string()),
             admin = %admin_addr,
             config = %config.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(","),
             "control plane started"
         );
         Ok(ControlPlane {
             xds_addr,
+            secure_addr,
+            ca,
             admin_addr,
             shared,
             config,
@@ -219,8 +304,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let cp = ControlPlane::start(&args, stop_rx).await?;
     eprintln!(
-        "entryway serve: xDS on {}, admin on http://{}/ (config: {})",
+        "entryway serve: xDS on {} (plaintext), {} (secure), admin on http://{}/ (config: {})",
         cp.xds_addr,
+        cp.secure_addr.map_or("off".to_string(), |a| a.to_string()),
         cp.admin_addr,
         cp.config
             .iter()

@@ -99,21 +99,31 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     if let Some(p) = config.explicit_proxy {
         eprintln!("entryway up: try  curl -x http://{p} http://<a ServiceEntry host>/");
     }
+    let joined = match proxy::join(&config, stop_rx.clone()).await {
+        Ok(j) => j,
+        Err(e) => {
+            let _ = stop_tx.send(true);
+            let _ = cp.join().await;
+            return Err(e);
+        }
+    };
     let dns = match config.dns_capture {
-        true => match proxy::start_dns(&config, args.proxy.dns_address).await {
-            Ok(d) => {
-                eprintln!("entryway up: DNS proxy on {} (udp+tcp)", d.addr);
-                Some(d)
+        true => {
+            match proxy::start_dns(&config, &joined.control_plane, args.proxy.dns_address).await {
+                Ok(d) => {
+                    eprintln!("entryway up: DNS proxy on {} (udp+tcp)", d.addr);
+                    Some(d)
+                }
+                Err(e) => {
+                    let _ = stop_tx.send(true);
+                    let _ = cp.join().await;
+                    return Err(e);
+                }
             }
-            Err(e) => {
-                let _ = stop_tx.send(true);
-                let _ = cp.join().await;
-                return Err(e);
-            }
-        },
+        }
         false => None,
     };
-    let agent = match Agent::start(config, stop_rx) {
+    let agent = match Agent::start(config, joined.identity, stop_rx) {
         Ok(a) => a,
         Err(e) => {
             let _ = stop_tx.send(true);

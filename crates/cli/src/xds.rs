@@ -37,6 +37,12 @@ pub struct DumpArgs {
     /// Explicit-proxy mode: also generate an HTTP proxy listener on this `ip:port`.
     #[arg(long, value_name = "ADDR")]
     pub explicit_proxy: Option<std::net::SocketAddr>,
+    /// The proxy's service account (a WorkloadEntry with another one is not its workload).
+    #[arg(long)]
+    pub service_account: Option<String>,
+    /// Inbound traffic is captured (`INTERCEPTION_MODE=REDIRECT`): `virtualInbound` on 15006.
+    #[arg(long)]
+    pub inbound_capture: bool,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = DumpOutput::Json)]
     pub output: DumpOutput,
@@ -123,6 +129,8 @@ pub fn proxy_of(args: &DumpArgs) -> Result<Proxy, String> {
     }
     p.dns_capture = args.dns_capture;
     p.explicit_proxy = args.explicit_proxy;
+    p.service_account.clone_from(&args.service_account);
+    p.inbound_capture = args.inbound_capture;
     Ok(p)
 }
 

@@ -5,7 +5,7 @@
 //! A case file may start with comment lines that describe the proxy and the mesh:
 //!
 //! ```text
-//! # proxy: namespace=shop labels=app=web,version=v1 ip=10.0.0.9 dns-capture explicit-proxy=127.0.0.1:15080
+//! # proxy: namespace=shop labels=app=web,version=v1 ip=10.0.0.9 dns-capture explicit-proxy=127.0.0.1:15080 service-account=web inbound-capture
 //! # mesh: registry-only.yaml        (a file under testdata/mesh/)
 //! ```
 //!
@@ -51,7 +51,9 @@ fn parse_case(path: &Path) -> Case {
                     Some(("explicit-proxy", a)) => {
                         proxy.explicit_proxy = Some(a.parse().expect("explicit-proxy ip:port"));
                     }
+                    Some(("service-account", sa)) => proxy.service_account = Some(sa.into()),
                     None if word == "dns-capture" => proxy.dns_capture = true,
+                    None if word == "inbound-capture" => proxy.inbound_capture = true,
                     _ => panic!("{}: unknown proxy setting {word:?}", path.display()),
                 }
             }

@@ -14,6 +14,12 @@ pub const GROUP: &str = "networking.istio.io";
 /// The API versions of the group that Entryway accepts, newest first.
 pub const VERSIONS: [&str; 3] = ["v1", "v1beta1", "v1alpha3"];
 
+/// The Istio security API group (PeerAuthentication).
+pub const SECURITY_GROUP: &str = "security.istio.io";
+
+/// The API versions of the security group that Entryway accepts, newest first.
+pub const SECURITY_VERSIONS: [&str; 2] = ["v1", "v1beta1"];
+
 /// The resource kinds Entryway reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Kind {
@@ -27,17 +33,36 @@ pub enum Kind {
     DestinationRule,
     /// `Sidecar`: scoping of what a proxy sees.
     Sidecar,
+    /// `PeerAuthentication` (`security.istio.io`): the mutual-TLS mode of inbound traffic.
+    PeerAuthentication,
 }
 
 impl Kind {
     /// Every kind, in the order they are processed.
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::ServiceEntry,
         Kind::WorkloadEntry,
         Kind::VirtualService,
         Kind::DestinationRule,
         Kind::Sidecar,
+        Kind::PeerAuthentication,
     ];
+
+    /// The API group of the kind.
+    pub fn group(self) -> &'static str {
+        match self {
+            Kind::PeerAuthentication => SECURITY_GROUP,
+            _ => GROUP,
+        }
+    }
+
+    /// The API versions of the kind that Entryway accepts, newest first.
+    pub fn versions(self) -> &'static [&'static str] {
+        match self {
+            Kind::PeerAuthentication => &SECURITY_VERSIONS,
+            _ => &VERSIONS,
+        }
+    }
 
     /// The kind's name as written in `kind:`.
     pub fn as_str(self) -> &'static str {
@@ -47,6 +72,7 @@ impl Kind {
             Kind::VirtualService => "VirtualService",
             Kind::DestinationRule => "DestinationRule",
             Kind::Sidecar => "Sidecar",
+            Kind::PeerAuthentication => "PeerAuthentication",
         }
     }
 
@@ -130,6 +156,8 @@ pub enum Spec {
     DestinationRule(Box<api::DestinationRule>),
     /// A Sidecar spec.
     Sidecar(Box<api::Sidecar>),
+    /// A PeerAuthentication spec.
+    PeerAuthentication(Box<api::PeerAuthentication>),
 }
 
 impl Spec {
@@ -141,6 +169,7 @@ impl Spec {
             Spec::VirtualService(_) => Kind::VirtualService,
             Spec::DestinationRule(_) => Kind::DestinationRule,
             Spec::Sidecar(_) => Kind::Sidecar,
+            Spec::PeerAuthentication(_) => Kind::PeerAuthentication,
         }
     }
 }
@@ -172,6 +201,7 @@ impl Config {
             Spec::VirtualService(s) => serde_json::to_value(s)?,
             Spec::DestinationRule(s) => serde_json::to_value(s)?,
             Spec::Sidecar(s) => serde_json::to_value(s)?,
+            Spec::PeerAuthentication(s) => serde_json::to_value(s)?,
         };
         Ok(serde_json::json!({
             "apiVersion": self.api_version,

@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::api;
-use crate::config::{Config, GROUP, Kind, ObjectMeta, Spec, VERSIONS};
+use crate::config::{Config, GROUP, Kind, ObjectMeta, SECURITY_GROUP, Spec};
 use crate::diag::{Issue, Report};
 use crate::linemap::{self, DocLines};
 
@@ -240,18 +240,22 @@ pub fn decode_value(
     let (group, version) = api_version
         .split_once('/')
         .unwrap_or(("", api_version.as_str()));
-    let Some(kind) = Kind::parse(&kind_name).filter(|_| group == GROUP) else {
+    let Some(kind) = Kind::parse(&kind_name).filter(|k| k.group() == group) else {
         doc.outcome = Outcome::Skipped(format!(
-            "{api_version} {kind_name} is not a kind entryway reads (ServiceEntry, WorkloadEntry, VirtualService, DestinationRule, Sidecar of {GROUP})"
+            "{api_version} {kind_name} is not a kind entryway reads (ServiceEntry, WorkloadEntry, VirtualService, DestinationRule, Sidecar of {GROUP}; PeerAuthentication of {SECURITY_GROUP})"
         ));
         return doc;
     };
-    if !VERSIONS.contains(&version) {
+    if !kind.versions().contains(&version) {
         report.error(
             "apiVersion",
             format!(
                 "Unsupported value: \"{api_version}\": supported values: \"{}\"",
-                VERSIONS.map(|v| format!("{GROUP}/{v}")).join("\", \"")
+                kind.versions()
+                    .iter()
+                    .map(|v| format!("{}/{v}", kind.group()))
+                    .collect::<Vec<_>>()
+                    .join("\", \"")
             ),
         );
     }
@@ -289,6 +293,10 @@ pub fn decode_value(
             .map(|s| Spec::DestinationRule(Box::new(s))),
         Kind::Sidecar => typed::<api::Sidecar>(spec_value, "spec", &mut report)
             .map(|s| Spec::Sidecar(Box::new(s))),
+        Kind::PeerAuthentication => {
+            typed::<api::PeerAuthentication>(spec_value, "spec", &mut report)
+                .map(|s| Spec::PeerAuthentication(Box::new(s)))
+        }
     };
 
     if let Some(meta) = &meta {

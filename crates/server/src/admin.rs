@@ -305,6 +305,26 @@ pub fn render_metrics(shared: &Shared) -> String {
         "type",
         &m.nacks.values(),
     );
+    let mut refusals: BTreeMap<String, u64> =
+        [("ca".to_string(), 0), ("xds".to_string(), 0)].into();
+    refusals.extend(m.refusals.values());
+    counter(
+        &mut out,
+        "entryway_refusals_total",
+        "Callers refused (bad or missing credentials, identity mismatch), by service.",
+        "service",
+        &refusals,
+    );
+    let _ = writeln!(
+        out,
+        "# HELP entryway_certificates_signed_total Workload certificates signed by the mesh CA."
+    );
+    let _ = writeln!(out, "# TYPE entryway_certificates_signed_total counter");
+    let _ = writeln!(
+        out,
+        "entryway_certificates_signed_total {}",
+        m.certificates_signed.load(Ordering::Relaxed)
+    );
     // Every kind is listed, so a dashboard sees zeros rather than missing series.
     let mut rejected: BTreeMap<String, u64> = Kind::ALL
         .iter()
@@ -368,9 +388,19 @@ fn proxies(shared: &Shared) -> Vec<(u64, entryway_model::registry::Proxy, ProxyS
         .collect()
 }
 
+/// The connected proxies, then the latest refusals (entries with a `refused` key).
 fn syncz(shared: &Shared) -> Value {
-    let statuses: Vec<ProxyStatus> = proxies(shared).into_iter().map(|(_, _, s)| s).collect();
-    serde_json::to_value(statuses).unwrap_or(Value::Null)
+    let mut entries: Vec<Value> = proxies(shared)
+        .into_iter()
+        .filter_map(|(_, _, s)| serde_json::to_value(s).ok())
+        .collect();
+    entries.extend(
+        shared
+            .refusals()
+            .into_iter()
+            .filter_map(|r| serde_json::to_value(r).ok()),
+    );
+    Value::Array(entries)
 }
 
 fn config_dump(shared: &Shared, proxy_id: Option<&str>) -> Response {

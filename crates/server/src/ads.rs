@@ -96,6 +96,25 @@ pub enum AdsError {
 pub struct AdsOptions {
     /// See [`GenerateHook`]; `None` in production.
     pub generate_hook: Option<GenerateHook>,
+    /// Who callers on the secure port are. Streams that arrive over TLS (with a
+    /// [`PeerInfo`](crate::secure::PeerInfo)) are refused without one.
+    pub authenticator: Option<crate::secure::Authenticator>,
+}
+
+/// How a stream's caller is known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Access {
+    /// The plaintext port (loopback by default): the node's metadata is taken as it is, as
+    /// Istio's 15010 does.
+    Plaintext,
+    /// The secure port: proven by a workload certificate or a join token; the node's
+    /// metadata must agree with it.
+    Authenticated {
+        /// The caller.
+        caller: crate::secure::Caller,
+        /// Its address.
+        remote: Option<SocketAddr>,
+    },
 }
 
 /// The `AggregatedDiscoveryService` implementation.
@@ -114,6 +133,7 @@ impl AdsServer {
             ctx: Arc::new(Context {
                 shared,
                 cache: Cache::new(options.generate_hook),
+                auth: options.authenticator,
                 budget: Arc::new(grpc::Budget::new(grpc::DEFAULT_PUSH_BUDGET)),
                 next_conn: AtomicU64::new(1),
             }),
@@ -154,25 +174,65 @@ impl AdsServer {
         AggregatedDiscoveryServiceServer::new(self).max_decoding_message_size(MAX_REQUEST_BYTES)
     }
 
+    /// Who the caller of a stream is: plaintext when the request did not come over the
+    /// secure port, else authenticated from its certificate or join token (a refusal is
+    /// recorded and answered `UNAUTHENTICATED`).
+    pub(crate) fn access(
+        &self,
+        extensions: &http::Extensions,
+        headers: &http::HeaderMap,
+    ) -> Result<Access, Status> {
+        let Some(peer) = extensions.get::<crate::secure::PeerInfo>() else {
+            return Ok(Access::Plaintext);
+        };
+        let remote = peer.remote;
+        let result = match &self.ctx.auth {
+            Some(auth) => auth.authenticate(Some(peer), headers),
+            None => Err("the secure port has no authenticator configured".to_string()),
+        };
+        match result {
+            Ok(caller) => Ok(Access::Authenticated { caller, remote }),
+            Err(reason) => {
+                self.ctx.shared.refuse(
+                    "xds",
+                    remote.map(|a| a.to_string()),
+                    None,
+                    None,
+                    reason.clone(),
+                );
+                Err(Status::unauthenticated(reason))
+            }
+        }
+    }
+
     /// Starts the task of one stream; its responses come out of the returned queue.
     fn spawn<P: Protocol>(
         &self,
         requests: Streaming<P::Req>,
+        access: Access,
     ) -> mpsc::Receiver<stream::Outgoing<P::Pending>> {
         let (tx, rx) = mpsc::channel(STREAM_QUEUE);
         tokio::spawn(stream::run::<P>(
             Arc::clone(&self.ctx),
             requests,
+            access,
             tx,
             self.stop.clone(),
         ));
         rx
     }
 
-    fn start<P: Protocol>(&self, requests: Streaming<P::Req>) -> ResponseStream<P::Resp> {
+    fn start<P: Protocol>(
+        &self,
+        request: Request<Streaming<P::Req>>,
+    ) -> Result<ResponseStream<P::Resp>, Status> {
+        let access = self.access(
+            request.extensions(),
+            &request.metadata().clone().into_headers(),
+        )?;
         let shared = Arc::clone(&self.ctx.shared);
-        Box::pin(tokio_stream::StreamExt::map(
-            ReceiverStream::new(self.spawn::<P>(requests)),
+        Ok(Box::pin(tokio_stream::StreamExt::map(
+            ReceiverStream::new(self.spawn::<P>(request.into_inner(), access)),
             move |out| {
                 let started = out.started();
                 let item = out.into_item().map(P::materialise);
@@ -181,7 +241,7 @@ impl AdsServer {
                 }
                 item
             },
-        ))
+        )))
     }
 }
 
@@ -194,18 +254,14 @@ impl AggregatedDiscoveryService for AdsServer {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        Ok(Response::new(
-            self.start::<sotw::Sotw>(request.into_inner()),
-        ))
+        Ok(Response::new(self.start::<sotw::Sotw>(request)?))
     }
 
     async fn delta_aggregated_resources(
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        Ok(Response::new(
-            self.start::<delta::Delta>(request.into_inner()),
-        ))
+        Ok(Response::new(self.start::<delta::Delta>(request)?))
     }
 }
 
@@ -233,16 +289,65 @@ pub async fn serve_with(
     options: AdsOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), AdsError> {
+    serve_ports(Some(listener), None, shared, options, shutdown).await
+}
+
+/// The secure port's parts: its listener, TLS settings and the certificate service.
+pub struct SecurePort {
+    /// The bound listener.
+    pub listener: TcpListener,
+    /// TLS (serving certificate, client certificate verification).
+    pub tls: Arc<crate::secure::SecureListener>,
+    /// `IstioCertificateService` (served only here, as istiod does).
+    pub ca: crate::ca::service::CaService,
+}
+
+/// Serves ADS on the plaintext listener and ADS plus the certificate service on the secure
+/// one, with one generation cache for both, until `shutdown` resolves. Streams on the secure
+/// port are authenticated (see [`Access`]).
+pub async fn serve_ports(
+    plain: Option<TcpListener>,
+    secure: Option<SecurePort>,
+    shared: Arc<Shared>,
+    options: AdsOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), AdsError> {
     let (stop_tx, stop_rx) = watch::channel(false);
-    let server = AdsServer::new(shared, options, stop_rx);
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let shutdown = async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
+    let server = AdsServer::new(shared, options, stop_rx.clone());
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
     };
-    tonic::transport::Server::builder()
-        .add_service(server.into_service())
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await?;
-    Ok(())
+    let plain = async {
+        let Some(listener) = plain else {
+            return Ok::<(), AdsError>(());
+        };
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        tonic::transport::Server::builder()
+            .add_service(server.clone().into_service())
+            .serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()))
+            .await?;
+        Ok(())
+    };
+    let secure = async {
+        let Some(port) = secure else {
+            return Ok::<(), AdsError>(());
+        };
+        let incoming = ReceiverStream::new(port.tls.incoming(port.listener));
+        tonic::transport::Server::builder()
+            .add_service(server.clone().into_service())
+            .add_service(port.ca)
+            .serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()))
+            .await?;
+        Ok(())
+    };
+    let servers = async { tokio::try_join!(plain, secure).map(|_| ()) };
+    tokio::pin!(servers);
+    tokio::select! {
+        // A server ended on its own: that is an error (the first one is returned).
+        r = &mut servers => return r,
+        _ = shutdown => {
+            let _ = stop_tx.send(true);
+        }
+    }
+    servers.await
 }

@@ -9,9 +9,11 @@
 
 pub mod admin;
 pub mod ads;
+pub mod ca;
 pub mod files;
 pub mod metrics;
 pub mod persist;
+pub mod secure;
 pub mod shared;
 pub mod snapshot;
 pub mod store;

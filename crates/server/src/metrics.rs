@@ -92,6 +92,10 @@ pub struct Metrics {
     pub push_time: Histogram,
     /// Time from a config change being read to the proxy ACKing it.
     pub convergence_time: Histogram,
+    /// Callers refused, by service (`ca`, `xds`).
+    pub refusals: LabeledCounter,
+    /// Workload certificates signed by the mesh CA.
+    pub certificates_signed: AtomicU64,
 }
 
 impl Metrics {

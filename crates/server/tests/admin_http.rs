@@ -126,6 +126,7 @@ fn connect_proxy(shared: &Shared, conn: u64, node_id: &str) {
         node_id: node_id.to_string(),
         protocol: "delta".into(),
         namespace: "web".into(),
+        identity: None,
         snapshot_version: 1,
         types,
     };

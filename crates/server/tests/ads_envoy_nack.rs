@@ -123,6 +123,7 @@ impl ControlPlane {
         let inject = Arc::new(AtomicBool::new(false));
         let options = AdsOptions {
             generate_hook: Some(hook(Arc::clone(&inject), free_port().expect("port"))),
+            authenticator: None,
         };
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(ads::serve_with(

@@ -2,22 +2,19 @@
 //! each with a timeout, as Istio's agent does by default. UDP queries go upstream over UDP,
 //! TCP queries over TCP; the answer is relayed as received.
 //!
-//! Every upstream socket carries the firewall mark [`DNS_UPSTREAM_MARK`] (`SO_MARK`, needs
+//! Every upstream socket carries the firewall mark [`AGENT_MARK`] (`SO_MARK`, needs
 //! `CAP_NET_ADMIN`): with DNS capture the iptables rules return marked packets uncaptured,
 //! so the proxy's own queries to port 53 are not redirected back to itself. Without the
 //! capability (an unprivileged agent, where no capture rules exist either) the mark is
 //! skipped, with one log line.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use socket2::{Domain, Protocol, Socket, Type};
-
-pub use crate::capture::DNS_UPSTREAM_MARK;
+pub use crate::capture::AGENT_MARK;
+pub use crate::net::{marked_tcp as upstream_tcp, marked_udp as upstream_udp};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UdpSocket};
 
 /// Transport of a query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,43 +27,6 @@ pub enum Transport {
 
 /// Largest UDP datagram accepted from an upstream.
 const UDP_MAX: usize = 65_535;
-
-static MARK_WARNED: AtomicBool = AtomicBool::new(false);
-
-/// A non-blocking socket towards `server`, marked with [`DNS_UPSTREAM_MARK`] when allowed.
-fn marked_socket(server: SocketAddr, ty: Type, proto: Protocol) -> std::io::Result<Socket> {
-    let sock = Socket::new(Domain::for_address(server), ty, Some(proto))?;
-    if let Err(e) = sock.set_mark(DNS_UPSTREAM_MARK)
-        && !MARK_WARNED.swap(true, Ordering::Relaxed)
-    {
-        tracing::warn!(
-            error = %e,
-            "cannot mark upstream DNS sockets (needs CAP_NET_ADMIN); with DNS capture \
-             the proxy's own queries would be redirected back to it"
-        );
-    }
-    sock.set_nonblocking(true)?;
-    Ok(sock)
-}
-
-/// A UDP socket connected to `server`, marked.
-pub fn upstream_udp(server: SocketAddr) -> std::io::Result<UdpSocket> {
-    let sock = marked_socket(server, Type::DGRAM, Protocol::UDP)?;
-    let bind: SocketAddr = if server.is_ipv4() {
-        ([0, 0, 0, 0], 0).into()
-    } else {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    sock.bind(&bind.into())?;
-    UdpSocket::from_std(sock.into())
-}
-
-/// A TCP connection to `server`, marked.
-pub async fn upstream_tcp(server: SocketAddr) -> std::io::Result<TcpStream> {
-    let sock = marked_socket(server, Type::STREAM, Protocol::TCP)?;
-    let sock = tokio::net::TcpSocket::from_std_stream(sock.into());
-    sock.connect(server).await
-}
 
 async fn exchange_udp(server: SocketAddr, query: &[u8], id: u16) -> std::io::Result<Vec<u8>> {
     let sock = upstream_udp(server)?;
@@ -85,7 +45,6 @@ async fn exchange_udp(server: SocketAddr, query: &[u8], id: u16) -> std::io::Res
 
 async fn exchange_tcp(server: SocketAddr, query: &[u8]) -> std::io::Result<Vec<u8>> {
     let mut s = upstream_tcp(server).await?;
-    s.set_nodelay(true)?;
     let len = u16::try_from(query.len())
         .map_err(|_| std::io::Error::other("query longer than 65535 bytes"))?;
     let mut msg = Vec::with_capacity(query.len() + 2);
@@ -131,6 +90,7 @@ pub async fn forward(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use tokio::net::UdpSocket;
 
     /// The upstream sockets carry the mark the capture rules exclude (the test runs as
     /// root, as CI does; SO_MARK needs CAP_NET_ADMIN).
@@ -139,15 +99,9 @@ mod tests {
         let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = server.local_addr().unwrap();
         let udp = upstream_udp(addr).unwrap();
-        assert_eq!(
-            socket2::SockRef::from(&udp).mark().unwrap(),
-            DNS_UPSTREAM_MARK
-        );
+        assert_eq!(socket2::SockRef::from(&udp).mark().unwrap(), AGENT_MARK);
         let tcp = upstream_tcp(addr).await.unwrap();
-        assert_eq!(
-            socket2::SockRef::from(&tcp).mark().unwrap(),
-            DNS_UPSTREAM_MARK
-        );
+        assert_eq!(socket2::SockRef::from(&tcp).mark().unwrap(), AGENT_MARK);
         // And forwarding still works end to end over UDP.
         let echo = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let echo_addr = echo.local_addr().unwrap();

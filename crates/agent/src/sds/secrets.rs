@@ -17,6 +17,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use envoy_types::pb::envoy::config::core::v3::{DataSource, data_source::Specifier};
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
@@ -33,10 +34,7 @@ pub const FILE_ROOT_PREFIX: &str = "file-root:";
 pub const FILE_CERT_PREFIX: &str = "file-cert:";
 /// `file-root:` target meaning the system CA bundle.
 pub const SYSTEM_ROOT: &str = "system";
-/// Istio's default trust domain.
-pub const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
-/// The service account of every proxy until workloads carry their own.
-pub const DEFAULT_SERVICE_ACCOUNT: &str = "default";
+pub use entryway_contract::{DEFAULT_SERVICE_ACCOUNT, DEFAULT_TRUST_DOMAIN};
 
 /// Where system CA bundles live on common distributions (the first existing one is served
 /// for `file-root:system`; the same list Go's `crypto/x509` and Istio's agent search).
@@ -150,7 +148,7 @@ impl fmt::Display for SecretName {
 
 /// `spiffe://<trust domain>/ns/<namespace>/sa/<service account>` (Istio's workload identity).
 pub fn spiffe_id(trust_domain: &str, namespace: &str, service_account: &str) -> String {
-    format!("spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}")
+    entryway_contract::SpiffeId::new(trust_domain, namespace, service_account).uri()
 }
 
 /// Errors creating a [`MeshIdentity`].
@@ -182,6 +180,8 @@ pub struct MeshIdentity {
     cert_chain_pem: String,
     key_pem: String,
     root_pem: String,
+    /// Validity of the workload certificate (from the certificate itself).
+    validity: Option<(SystemTime, SystemTime)>,
 }
 
 impl fmt::Debug for MeshIdentity {
@@ -240,9 +240,11 @@ impl MeshIdentity {
         let leaf_key = rcgen::KeyPair::generate().map_err(generate)?;
         let leaf_cert = leaf.signed_by(&leaf_key, &root).map_err(generate)?;
 
+        let cert_chain_pem = leaf_cert.pem();
         Ok(Self {
+            validity: validity_of(&cert_chain_pem),
             spiffe_id: id,
-            cert_chain_pem: leaf_cert.pem(),
+            cert_chain_pem,
             key_pem: leaf_key.serialize_pem(),
             root_pem: root.pem(),
         })
@@ -256,9 +258,11 @@ impl MeshIdentity {
         key_pem: impl Into<String>,
         root_pem: impl Into<String>,
     ) -> Result<Self, IdentityError> {
+        let cert_chain_pem = cert_chain_pem.into();
         let identity = Self {
             spiffe_id: spiffe_id.into(),
-            cert_chain_pem: cert_chain_pem.into(),
+            validity: validity_of(&cert_chain_pem),
+            cert_chain_pem,
             key_pem: key_pem.into(),
             root_pem: root_pem.into(),
         };
@@ -299,22 +303,63 @@ impl MeshIdentity {
     pub fn root_pem(&self) -> &str {
         &self.root_pem
     }
+
+    /// `(not before, not after)` of the workload certificate, when it parses.
+    pub fn validity(&self) -> Option<(SystemTime, SystemTime)> {
+        self.validity
+    }
+}
+
+/// The validity period of the first certificate of a PEM chain.
+fn validity_of(chain_pem: &str) -> Option<(SystemTime, SystemTime)> {
+    use rustls_pki_types::pem::PemObject as _;
+    let der = rustls_pki_types::CertificateDer::from_pem_slice(chain_pem.as_bytes()).ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
+    let at = |t: i64| {
+        SystemTime::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(u64::try_from(t).ok()?))
+    };
+    Some((
+        at(cert.validity().not_before.timestamp())?,
+        at(cert.validity().not_after.timestamp())?,
+    ))
+}
+
+/// The identity in force, following rotations (a `watch` channel: readers always see the
+/// newest certificate; the SDS server pushes each new one to Envoy).
+pub type IdentitySource = tokio::sync::watch::Receiver<std::sync::Arc<MeshIdentity>>;
+
+/// A source that never changes (a self-signed or test identity).
+pub fn fixed_identity(identity: MeshIdentity) -> IdentitySource {
+    let (tx, rx) = tokio::sync::watch::channel(std::sync::Arc::new(identity));
+    // The sender is dropped: `changed()` then reports the end, and readers keep the value.
+    drop(tx);
+    rx
 }
 
 /// Builds the secrets the SDS server serves.
 #[derive(Debug, Clone)]
 pub struct SecretProvider {
-    identity: MeshIdentity,
+    identity: IdentitySource,
     system_ca_candidates: Vec<PathBuf>,
 }
 
 impl SecretProvider {
-    /// A provider for `identity` that searches [`SYSTEM_CA_CANDIDATES`].
+    /// A provider for a fixed `identity` that searches [`SYSTEM_CA_CANDIDATES`].
     pub fn new(identity: MeshIdentity) -> Self {
+        Self::following(fixed_identity(identity))
+    }
+
+    /// A provider for the identity in force in `source` (rotations included).
+    pub fn following(source: IdentitySource) -> Self {
         Self {
-            identity,
+            identity: source,
             system_ca_candidates: SYSTEM_CA_CANDIDATES.iter().map(PathBuf::from).collect(),
         }
+    }
+
+    /// The identity source (SDS streams wait on it for rotations).
+    pub fn identity_source(&self) -> IdentitySource {
+        self.identity.clone()
     }
 
     /// Replaces the list of system CA bundle locations (first existing wins).
@@ -323,9 +368,9 @@ impl SecretProvider {
         self
     }
 
-    /// The identity served as `default` / `ROOTCA`.
-    pub fn identity(&self) -> &MeshIdentity {
-        &self.identity
+    /// The identity served as `default` / `ROOTCA` now.
+    pub fn identity(&self) -> std::sync::Arc<MeshIdentity> {
+        std::sync::Arc::clone(&self.identity.borrow())
     }
 
     /// The system CA bundle in use, if any candidate exists.
@@ -340,11 +385,14 @@ impl SecretProvider {
     pub fn secret(&self, name: &str) -> Result<Secret, SecretError> {
         let parsed = SecretName::parse(name)?;
         let kind = match parsed {
-            SecretName::Workload => tls_certificate(
-                self.identity.cert_chain_pem.as_bytes().to_vec(),
-                self.identity.key_pem.as_bytes().to_vec(),
-            ),
-            SecretName::Root => validation_context(self.identity.root_pem.as_bytes().to_vec()),
+            SecretName::Workload => {
+                let id = self.identity();
+                tls_certificate(
+                    id.cert_chain_pem.as_bytes().to_vec(),
+                    id.key_pem.as_bytes().to_vec(),
+                )
+            }
+            SecretName::Root => validation_context(self.identity().root_pem.as_bytes().to_vec()),
             SecretName::SystemRoot => {
                 let path = self.system_ca().ok_or_else(|| {
                     SecretError::new(

@@ -16,6 +16,8 @@
 //! | `ISTIO_DELTA_XDS` | `ads_api_type` | `true` → `DELTA_GRPC`; unset or `false` → `GRPC` (Istio ≥ 1.22 defaults to delta; we default to state of the world) |
 //! | other `ISTIO_META_<KEY>` | `extra_metadata[<KEY>]` | copied into `node.metadata` as Istio does (e.g. `CLUSTER_ID`, `INTERCEPTION_MODE`) |
 //! | `ENVOY_BIN` | `envoy_binary` | through [`find_envoy`] (flag, `ENVOY_BIN`, `PATH`, `.venv`) |
+//! | `SERVICE_ACCOUNT` | `service_account` | Istio's VM setting; default `default` |
+//! | `TRUST_DOMAIN` | `trust_domain` | Istio's; default `cluster.local` |
 //!
 //! Not from the environment (Istio keeps them in `ProxyConfig`, not in env): the xDS address
 //! (default `127.0.0.1:15010`), the Envoy admin port (15000), concurrency (2, Istio's sidecar
@@ -119,6 +121,17 @@ pub struct ProxyAgentConfig {
     pub log_level: String,
     /// Envoy's `--drain-time-s` (rounded up to whole seconds, at least 1).
     pub drain_time: Duration,
+    /// The workload's service account ([`node_meta::SERVICE_ACCOUNT`], and the identity
+    /// asked of the mesh CA).
+    pub service_account: String,
+    /// Trust domain of the workload's identity.
+    pub trust_domain: String,
+    /// Whether inbound traffic is captured to Envoy's inbound listener
+    /// ([`node_meta::INTERCEPTION_MODE`] `REDIRECT`; else `NONE`).
+    pub inbound_capture: bool,
+    /// Mesh credentials: with them the agent joins through the control plane's secure
+    /// port (certificate from the mesh CA, mTLS xDS); without them it talks plaintext.
+    pub mesh: Option<crate::mesh::MeshSecurity>,
 }
 
 impl ProxyAgentConfig {
@@ -207,9 +220,18 @@ impl ProxyAgentConfig {
             .map(|(k, v)| (k.to_owned(), v.clone()))
             .collect();
 
+        let service_account = get("SERVICE_ACCOUNT")
+            .unwrap_or(entryway_contract::DEFAULT_SERVICE_ACCOUNT)
+            .to_owned();
+        let trust_domain = get("TRUST_DOMAIN")
+            .unwrap_or(entryway_contract::DEFAULT_TRUST_DOMAIN)
+            .to_owned();
+
         Ok(Self {
             pod_name,
             namespace,
+            service_account,
+            trust_domain,
             labels,
             instance_ips,
             dns_capture,
@@ -252,7 +274,22 @@ impl ProxyAgentConfig {
             instance_ips: self.instance_ips.clone(),
             dns_capture: self.dns_capture,
             explicit_proxy: self.explicit_proxy,
+            service_account: Some(self.service_account.clone()),
+            interception_mode: Some(if self.inbound_capture {
+                node_meta::InterceptionMode::Redirect
+            } else {
+                node_meta::InterceptionMode::None
+            }),
         }
+    }
+
+    /// The workload identity (`spiffe://<trust domain>/ns/<namespace>/sa/<service account>`).
+    pub fn spiffe_id(&self) -> entryway_contract::SpiffeId {
+        entryway_contract::SpiffeId::new(
+            self.trust_domain.clone(),
+            self.namespace.clone(),
+            self.service_account.clone(),
+        )
     }
 
     /// The agent's SDS socket, `<work_dir>/sds.sock` (serve it with
@@ -265,9 +302,11 @@ impl ProxyAgentConfig {
     /// `xds_address`, `sds-grpc` to [`Self::sds_socket_path`]. Callers may add static
     /// resources before writing it.
     pub fn bootstrap(&self) -> BootstrapOptions {
+        let mut ads = AdsOptions::new(self.ads_api_type, self.xds_address.clone());
+        ads.tls_server_name = self.mesh.as_ref().map(|m| m.server_name.clone());
         let mut opts = BootstrapOptions::new(self.node_id(), self.node_cluster())
             .with_admin_port(self.admin_port)
-            .with_ads(AdsOptions::new(self.ads_api_type, self.xds_address.clone()))
+            .with_ads(ads)
             .with_sds_socket(self.sds_socket_path());
         opts.node_metadata = self.extra_metadata.clone();
         opts.node_metadata.extend(self.node_meta().to_metadata());
@@ -315,6 +354,10 @@ impl Default for ProxyAgentConfig {
             concurrency: DEFAULT_CONCURRENCY,
             log_level: DEFAULT_LOG_LEVEL.into(),
             drain_time: DEFAULT_DRAIN_TIME,
+            service_account: entryway_contract::DEFAULT_SERVICE_ACCOUNT.into(),
+            trust_domain: entryway_contract::DEFAULT_TRUST_DOMAIN.into(),
+            inbound_capture: false,
+            mesh: None,
         }
     }
 }
@@ -386,6 +429,8 @@ mod tests {
             BTreeMap::from([
                 ("CLUSTER_ID".to_owned(), "Kubernetes".to_owned()),
                 ("DNS_CAPTURE".to_owned(), "true".to_owned()),
+                ("INTERCEPTION_MODE".to_owned(), "NONE".to_owned()),
+                ("SERVICE_ACCOUNT".to_owned(), "default".to_owned()),
                 ("INSTANCE_IPS".to_owned(), "10.1.2.3".to_owned()),
                 (
                     "LABELS".to_owned(),

@@ -17,6 +17,7 @@
 pub mod common;
 pub mod destination_rule;
 pub mod mesh;
+pub mod peer_authentication;
 pub mod service_entry;
 pub mod sidecar;
 pub mod virtual_service;
@@ -27,6 +28,7 @@ pub use common::{
 };
 pub use destination_rule::*;
 pub use mesh::*;
+pub use peer_authentication::{MtlsMode, MutualTls, PeerAuthentication};
 pub use service_entry::*;
 pub use sidecar::*;
 pub use virtual_service::*;

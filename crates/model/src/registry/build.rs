@@ -46,6 +46,8 @@ pub struct Registry {
     pub sidecars: Vec<Arc<Named<api::Sidecar>>>,
     /// WorkloadEntries in creation order.
     pub workload_entries: Vec<Arc<Named<api::WorkloadEntry>>>,
+    /// PeerAuthentications in creation order.
+    pub peer_authentications: Vec<Arc<Named<api::PeerAuthentication>>>,
 }
 
 /// Resolution of an entry in the registry's terms.
@@ -236,6 +238,10 @@ impl Registry {
                         .push(Arc::new(named(c, order, (**dr).clone())))
                 }
                 Spec::Sidecar(sc) => reg.sidecars.push(Arc::new(named(c, order, (**sc).clone()))),
+                Spec::PeerAuthentication(pa) => {
+                    reg.peer_authentications
+                        .push(Arc::new(named(c, order, (**pa).clone())))
+                }
             }
         }
 

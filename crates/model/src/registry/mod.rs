@@ -9,7 +9,9 @@ pub mod alloc;
 pub mod build;
 pub mod host;
 pub mod nametable;
+pub mod peer_authn;
 pub mod scope;
+pub mod targets;
 pub mod types;
 
 pub use build::{Named, Registry};

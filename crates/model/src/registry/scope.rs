@@ -16,7 +16,7 @@ use crate::registry::types::*;
 pub const DOMAIN_SUFFIX: &str = "cluster.local";
 
 /// A proxy as the generator needs to know it.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Proxy {
     /// Node id (`sidecar~IP~name.namespace~namespace.svc.cluster.local` in Istio).
     pub id: String,
@@ -33,6 +33,30 @@ pub struct Proxy {
     /// Explicit-proxy mode: the address of the HTTP proxy listener (`EXPLICIT_PROXY`), where
     /// clients send absolute-URL requests and CONNECT tunnels; `None` = no such listener.
     pub explicit_proxy: Option<std::net::SocketAddr>,
+    /// The workload's service account: from its verified certificate on the secure port,
+    /// else from node metadata `SERVICE_ACCOUNT`; `None` when unknown. A WorkloadEntry with a
+    /// `serviceAccount` makes the proxy its target only when they agree.
+    pub service_account: Option<String>,
+    /// Whether inbound traffic is captured to the inbound listener `virtualInbound` (Istio's
+    /// `INTERCEPTION_MODE` `REDIRECT`); else (`NONE`, and when the proxy does not say) the
+    /// inbound listeners of its service targets bind the workload's address themselves.
+    pub inbound_capture: bool,
+}
+
+impl Default for Proxy {
+    fn default() -> Proxy {
+        Proxy {
+            id: String::new(),
+            namespace: String::new(),
+            labels: BTreeMap::new(),
+            ips: Vec::new(),
+            dns_capture: false,
+            dns_auto_allocate: false,
+            explicit_proxy: None,
+            service_account: None,
+            inbound_capture: false,
+        }
+    }
 }
 
 impl Proxy {

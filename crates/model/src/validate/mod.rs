@@ -7,6 +7,7 @@
 pub mod common;
 pub mod destination_rule;
 pub mod meta;
+pub mod peer_authentication;
 pub mod service_entry;
 pub mod sidecar;
 pub mod virtual_service;
@@ -32,6 +33,7 @@ pub fn validate(config: &Config, mesh: &MeshConfig) -> Report {
         Spec::VirtualService(s) => virtual_service::validate(s, &ctx, &mut report),
         Spec::DestinationRule(s) => destination_rule::validate(s, &ctx, &mut report),
         Spec::Sidecar(s) => sidecar::validate(s, &ctx, &mut report),
+        Spec::PeerAuthentication(s) => peer_authentication::validate(s, &ctx, &mut report),
     }
     report
 }

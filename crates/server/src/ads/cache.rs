@@ -35,6 +35,8 @@ pub struct ProxyKey {
     dns_capture: bool,
     dns_auto_allocate: bool,
     explicit_proxy: Option<std::net::SocketAddr>,
+    service_account: Option<String>,
+    inbound_capture: bool,
 }
 
 impl ProxyKey {
@@ -48,6 +50,8 @@ impl ProxyKey {
             dns_capture,
             dns_auto_allocate,
             explicit_proxy,
+            service_account,
+            inbound_capture,
         } = proxy;
         ProxyKey {
             namespace: namespace.clone(),
@@ -56,6 +60,8 @@ impl ProxyKey {
             dns_capture: *dns_capture,
             dns_auto_allocate: *dns_auto_allocate,
             explicit_proxy: *explicit_proxy,
+            service_account: service_account.clone(),
+            inbound_capture: *inbound_capture,
         }
     }
 }

@@ -91,8 +91,8 @@ impl tower_service::Service<http::Request<Body>> for AdsService {
 
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
         let response = match req.uri().path() {
-            SOTW_PATH => respond::<super::sotw::Sotw>(&self.server, req.into_body()),
-            DELTA_PATH => respond::<super::delta::Delta>(&self.server, req.into_body()),
+            SOTW_PATH => respond::<super::sotw::Sotw>(&self.server, req),
+            DELTA_PATH => respond::<super::delta::Delta>(&self.server, req),
             other => {
                 Status::unimplemented(format!("{other}: not an ADS method")).into_http::<Body>()
             }
@@ -101,10 +101,14 @@ impl tower_service::Service<http::Request<Body>> for AdsService {
     }
 }
 
-fn respond<P: Protocol>(server: &AdsServer, body: Body) -> http::Response<Body> {
+fn respond<P: Protocol>(server: &AdsServer, req: http::Request<Body>) -> http::Response<Body> {
+    let access = match server.access(req.extensions(), req.headers()) {
+        Ok(a) => a,
+        Err(status) => return status.into_http::<Body>(),
+    };
     let decoder = tonic_prost::ProstCodec::<P::Resp, P::Req>::default().decoder();
-    let requests = Streaming::new_request(decoder, body, None, Some(MAX_REQUEST_BYTES));
-    let rx = server.spawn::<P>(requests);
+    let requests = Streaming::new_request(decoder, req.into_body(), None, Some(MAX_REQUEST_BYTES));
+    let rx = server.spawn::<P>(requests, access);
     let mut response = http::Response::new(Body::new(ResponseBody::<P> {
         rx,
         budget: server.budget(),

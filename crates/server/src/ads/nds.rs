@@ -12,7 +12,7 @@
 
 use std::sync::Arc;
 
-use entryway_agent::nds::proto::{NameInfo, NameTable};
+use entryway_contract::nds::{NameInfo, NameTable};
 use entryway_model::registry::{ProxyScope, nametable};
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use envoy_types::pb::google::protobuf::Any;
@@ -22,7 +22,7 @@ use tracing::{debug, warn};
 use super::ack::{SotwRequest, classify_sotw};
 use super::canonical::version_of;
 
-pub use entryway_agent::nds::NDS_TYPE_URL;
+pub use entryway_contract::nds::NDS_TYPE_URL;
 
 /// One proxy's encoded name table.
 #[derive(Debug, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! The proxy's identity from the `node` of its first ADS request.
 //!
 //! Accepted `node.metadata` keys (the contract with the agent is
-//! [`entryway_agent::node_meta`]; Istio's names):
+//! [`entryway_contract::node_meta`]; Istio's names):
 //!
 //! | key | accepted values |
 //! | --- | --- |
@@ -18,7 +18,7 @@
 //! such a node id is used when it parses. A bad value never refuses the proxy: the field keeps
 //! its default and a warning is returned (and logged by the caller).
 
-use entryway_agent::node_meta::{self, NodeMeta};
+use entryway_contract::node_meta::{self, NodeMeta};
 use entryway_model::registry::Proxy;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::google::protobuf::{Struct, value::Kind};
@@ -108,8 +108,56 @@ pub fn proxy_from_node(node: Option<&Node>) -> (Proxy, Vec<String>) {
         dns_capture,
         dns_auto_allocate,
         explicit_proxy: meta.explicit_proxy,
+        service_account: meta.service_account,
+        // Istio's agents always send INTERCEPTION_MODE; a proxy that does not is treated as
+        // not capturing inbound traffic (Entryway's plain-Envoy and explicit-proxy setups).
+        inbound_capture: meta.interception_mode == Some(node_meta::InterceptionMode::Redirect),
     };
     (proxy, warnings)
+}
+
+/// Whether the node names its namespace itself (metadata `NAMESPACE` or an Istio-style node
+/// id); a proxy that names none takes the namespace of its verified identity.
+pub fn claims_namespace(node: Option<&Node>) -> bool {
+    let Some(node) = node else { return false };
+    let in_metadata = node
+        .metadata
+        .as_ref()
+        .and_then(|m| m.fields.get(node_meta::NAMESPACE))
+        .and_then(|v| match v.kind.as_ref() {
+            Some(Kind::StringValue(s)) => Some(!s.trim().is_empty()),
+            _ => None,
+        })
+        .unwrap_or(false);
+    in_metadata || namespace_from_id(&node.id.split('~').collect::<Vec<_>>()).is_some()
+}
+
+/// Istio's xDS authorization (`checkConnectionIdentity`): the namespace the proxy claims,
+/// and the service account when it claims one, must be those of its verified identity. A
+/// proxy that claims no namespace is put in its identity's.
+pub fn authorize(
+    proxy: &mut Proxy,
+    claims_namespace: bool,
+    identity: &entryway_contract::SpiffeId,
+) -> Result<(), String> {
+    let ns_ok = !claims_namespace || proxy.namespace == identity.namespace;
+    let sa_ok = proxy
+        .service_account
+        .as_deref()
+        .is_none_or(|sa| sa == identity.service_account);
+    if !(ns_ok && sa_ok) {
+        return Err(format!(
+            "authorization failed: no identities ([{identity}]) matched {}/{}",
+            entryway_contract::identity::bounded(&proxy.namespace, 253),
+            entryway_contract::identity::bounded(
+                proxy.service_account.as_deref().unwrap_or(""),
+                253
+            ),
+        ));
+    }
+    proxy.namespace = identity.namespace.clone();
+    proxy.service_account = Some(identity.service_account.clone());
+    Ok(())
 }
 
 /// `sidecar~IP~name.namespace~namespace.svc.cluster.local` → `namespace`.

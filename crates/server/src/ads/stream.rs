@@ -153,6 +153,8 @@ pub struct Context {
     pub cache: Cache,
     /// Bytes of responses materialised and not yet written, across streams.
     pub budget: Arc<super::grpc::Budget>,
+    /// Who callers on the secure port are.
+    pub auth: Option<crate::secure::Authenticator>,
     /// Connection ids.
     pub next_conn: AtomicU64,
 }
@@ -188,6 +190,7 @@ struct Convergence {
 pub async fn run<P: Protocol>(
     ctx: Arc<Context>,
     mut requests: Streaming<P::Req>,
+    access: super::Access,
     tx: mpsc::Sender<Outgoing<P::Pending>>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -203,14 +206,32 @@ pub async fn run<P: Protocol>(
             return;
         }
     };
-    let (proxy, warnings) = proxy_from_node(P::node(&first));
+    let (mut proxy, warnings) = proxy_from_node(P::node(&first));
+    let mut identity = None;
+    if let super::Access::Authenticated { caller, remote } = &access {
+        let claims = super::node::claims_namespace(P::node(&first));
+        if let Err(reason) = super::node::authorize(&mut proxy, claims, &caller.identity) {
+            ctx.shared.refuse(
+                "xds",
+                remote.map(|a| a.to_string()),
+                Some(&proxy.id),
+                Some(caller.identity.uri()),
+                reason.clone(),
+            );
+            let _ = tx
+                .send(Outgoing::new(Err(Status::permission_denied(reason))))
+                .await;
+            return;
+        }
+        identity = Some(caller.identity.uri());
+    }
     let conn = ctx.next_conn.fetch_add(1, Ordering::Relaxed);
     let span = tracing::info_span!("ads", conn, node = %proxy.id, protocol = P::NAME);
     async move {
         for w in &warnings {
             warn!(warning = %w, "ignoring a node metadata value");
         }
-        let _registration = register(&ctx.shared, conn, &proxy, P::NAME);
+        let _registration = register(&ctx.shared, conn, &proxy, P::NAME, identity);
         info!(namespace = %proxy.namespace, "proxy connected");
         let mut driver = Driver::<P> {
             ctx: Arc::clone(&ctx),
@@ -288,7 +309,13 @@ pub async fn run<P: Protocol>(
     .await;
 }
 
-fn register(shared: &Arc<Shared>, conn: u64, proxy: &Proxy, protocol: &str) -> Registration {
+fn register(
+    shared: &Arc<Shared>,
+    conn: u64,
+    proxy: &Proxy,
+    protocol: &str,
+    identity: Option<String>,
+) -> Registration {
     shared.metrics.proxies_delta(1);
     if let Ok(mut p) = shared.proxies.lock() {
         p.insert(
@@ -299,6 +326,7 @@ fn register(shared: &Arc<Shared>, conn: u64, proxy: &Proxy, protocol: &str) -> R
                     node_id: proxy.id.clone(),
                     protocol: protocol.to_string(),
                     namespace: proxy.namespace.clone(),
+                    identity,
                     snapshot_version: 0,
                     types: Default::default(),
                 },

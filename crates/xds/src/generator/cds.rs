@@ -471,7 +471,7 @@ impl ServiceBuilder<'_, '_> {
         &self,
         port: &ServicePort,
         labels: Option<&BTreeMap<String, String>>,
-        checker: &MtlsChecker,
+        checker: &MtlsChecker<'_>,
     ) -> Vec<LocalityLbEndpoints> {
         locality_lb_endpoints(
             self.port_endpoints(port)
@@ -558,7 +558,7 @@ impl ServiceBuilder<'_, '_> {
             .as_ref()
             .is_some_and(|d| d.outlier_detection.is_some());
         let direct_dns = self.direct && self.rule.is_none() && !mesh_outlier && self.is_dns();
-        let checker = MtlsChecker::new(self.rule, "", port.number);
+        let checker = MtlsChecker::new(self.scope, self.rule, "", port.number);
         let (lb_endpoints, has_endpoints) = if direct_dns {
             (Vec::new(), self.port_endpoints(port).next().is_some())
         } else if self.is_dns() {
@@ -616,7 +616,7 @@ impl ServiceBuilder<'_, '_> {
                 self.dns_endpoints(
                     port,
                     labels,
-                    &MtlsChecker::new(self.rule, &subset.name, port.number),
+                    &MtlsChecker::new(self.scope, self.rule, &subset.name, port.number),
                 )
             } else {
                 Vec::new()

@@ -119,7 +119,7 @@ fn assignment(
 ) -> ClusterLoadAssignment {
     let subset_rule = rule.and_then(|r| r.subsets.iter().find(|s| s.name == subset));
     let labels = subset_rule.map(|s| &s.labels);
-    let checker = MtlsChecker::new(rule, subset, port);
+    let checker = MtlsChecker::new(scope, rule, subset, port);
     let mut llb = locality_lb_endpoints(
         endpoints
             .iter()
@@ -155,16 +155,29 @@ pub fn subset_matches(subset_labels: &BTreeMap<String, String>, ep: &Endpoint) -
 
 /// Whether an endpoint gets the `tlsMode: istio` transport-socket-match metadata (Istio's
 /// `mtlsChecker`): a DestinationRule TLS mode for this port/subset decides (ISTIO_MUTUAL
-/// only); otherwise the endpoint's own tlsMode (no PeerAuthentication in Entryway).
+/// only); otherwise the endpoint's own tlsMode, unless the PeerAuthentication of the
+/// endpoint's workload says DISABLE for its port (Istio's `EnableAutomTLSCheckPolicies`).
 #[derive(Debug, Clone, Copy)]
-pub struct MtlsChecker {
+pub struct MtlsChecker<'a> {
     dr_mode: Option<ClientTlsMode>,
+    /// The registry and mesh config, when any PeerAuthentication exists.
+    peer: Option<(
+        &'a entryway_model::registry::Registry,
+        &'a entryway_model::api::MeshConfig,
+    )>,
 }
 
-impl MtlsChecker {
+impl<'a> MtlsChecker<'a> {
     /// The checker for cluster `(port, subset)` of a service with rule `rule`. As in Istio,
     /// a subset cluster only looks at the subset's own policy.
-    pub fn new(rule: Option<&EffectiveRule>, subset: &str, port: u32) -> MtlsChecker {
+    pub fn new(
+        scope: &ProxyScope<'a>,
+        rule: Option<&EffectiveRule>,
+        subset: &str,
+        port: u32,
+    ) -> MtlsChecker<'a> {
+        let peer = (!scope.registry.peer_authentications.is_empty())
+            .then_some((scope.registry, scope.mesh));
         let tp = rule.and_then(|r| {
             if subset.is_empty() {
                 r.traffic_policy.as_ref()
@@ -183,14 +196,26 @@ impl MtlsChecker {
                 .and_then(|p| p.tls.as_ref());
             port_level.or(tp.tls.as_ref()).map(|t| t.mode)
         });
-        MtlsChecker { dr_mode }
+        MtlsChecker { dr_mode, peer }
     }
 
     /// True when `ep` should advertise mTLS.
     pub fn enabled(&self, ep: &Endpoint) -> bool {
         match self.dr_mode {
             Some(m) => m == ClientTlsMode::IstioMutual,
-            None => ep.tls_mode == TlsMode::Istio,
+            None => {
+                ep.tls_mode == TlsMode::Istio
+                    && self.peer.is_none_or(|(registry, mesh)| {
+                        entryway_model::registry::peer_authn::workload_policy(
+                            registry,
+                            mesh,
+                            &ep.namespace,
+                            &ep.labels,
+                        )
+                        .mode_for_port(ep.port)
+                            != entryway_model::api::MtlsMode::Disable
+                    })
+            }
         }
     }
 }
@@ -315,7 +340,7 @@ pub fn lb_endpoint(ep: &Endpoint, mtls: bool) -> LbEndpoint {
 /// sum of its endpoint weights.
 pub fn locality_lb_endpoints<'e>(
     endpoints: impl IntoIterator<Item = &'e Endpoint>,
-    checker: &MtlsChecker,
+    checker: &MtlsChecker<'_>,
 ) -> Vec<LocalityLbEndpoints> {
     let mut groups: Vec<(&'e Locality, LocalityLbEndpoints)> = Vec::new();
     for ep in endpoints {
@@ -456,7 +481,7 @@ pub(crate) fn encode_locality_lb_endpoints<'e>(
     buf: &mut Vec<u8>,
     tag: u32,
     endpoints: impl IntoIterator<Item = &'e Endpoint>,
-    checker: &MtlsChecker,
+    checker: &MtlsChecker<'_>,
 ) {
     // Groups in order of first appearance: (locality, endpoints, weight).
     let mut groups: Vec<(&'e Locality, Vec<&'e Endpoint>, u32)> = Vec::new();
@@ -531,6 +556,7 @@ impl AssignmentCache {
 /// cluster is not one of `svc`'s (the caller then builds the message). `scratch` is a
 /// reusable buffer; `cache` holds the encoded endpoints of recent calls.
 pub(crate) fn encode_assignment_for(
+    scope: &ProxyScope<'_>,
     svc: &Service,
     rule: Option<&EffectiveRule>,
     endpoints: &[Arc<Endpoint>],
@@ -555,7 +581,7 @@ pub(crate) fn encode_assignment_for(
         buf.extend_from_slice(body);
     } else {
         let start = buf.len();
-        let checker = MtlsChecker::new(None, subset, port);
+        let checker = MtlsChecker::new(scope, None, subset, port);
         encode_locality_lb_endpoints(
             buf,
             2,

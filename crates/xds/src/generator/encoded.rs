@@ -24,7 +24,7 @@ use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost};
 use prost::Message;
 
-use super::{cds, eds, explicit, lds, rds, wire};
+use super::{cds, eds, explicit, inbound, lds, rds, wire};
 
 /// One resource, encoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,6 +129,7 @@ fn build_block(
             let eds = is_eds(&c);
             if eds {
                 match eds::encode_assignment_for(
+                    scope,
                     svc,
                     inputs.rule,
                     inputs.endpoints,
@@ -351,12 +352,14 @@ fn fixed_clusters(scope: &ProxyScope<'_>) -> Vec<Cluster> {
         cds::inbound_passthrough_cluster(scope),
     ];
     v.extend(explicit::passthrough_cluster(scope));
+    v.extend(inbound::clusters(scope));
     v
 }
 
 fn listeners_and_routes(scope: &ProxyScope<'_>) -> (Vec<EncodedResource>, Vec<EncodedResource>) {
     let mut listeners = lds::listeners(scope);
     listeners.extend(explicit::listener(scope));
+    listeners.extend(inbound::listeners(scope));
     listeners.sort_by(|a, b| a.name.cmp(&b.name));
     let default_route = rds::DefaultRoute::new(scope);
     let route_names = lds::route_names(&listeners);

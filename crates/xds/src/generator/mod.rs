@@ -8,6 +8,7 @@ pub mod cds;
 pub mod eds;
 pub mod encoded;
 pub mod explicit;
+pub mod inbound;
 pub mod lds;
 pub mod names;
 pub mod policy;
@@ -40,11 +41,13 @@ pub struct ProxyConfig {
 pub fn generate(scope: &ProxyScope<'_>) -> ProxyConfig {
     let mut listeners = lds::listeners(scope);
     listeners.extend(explicit::listener(scope));
+    listeners.extend(inbound::listeners(scope));
     listeners.sort_by(|a, b| a.name.cmp(&b.name));
     let mut routes = rds::route_configurations(scope, &lds::route_names(&listeners));
     routes.sort_by(|a, b| a.name.cmp(&b.name));
     let mut clusters = cds::clusters(scope);
     clusters.extend(explicit::passthrough_cluster(scope));
+    clusters.extend(inbound::clusters(scope));
     clusters.sort_by(|a, b| a.name.cmp(&b.name));
     let mut endpoints = eds::load_assignments(scope, &clusters);
     endpoints.sort_by(|a, b| a.cluster_name.cmp(&b.cluster_name));

@@ -28,6 +28,15 @@ pub fn parse_outbound_cluster(name: &str) -> Option<(u32, &str, &str)> {
     Some((port, subset, host))
 }
 
+/// The inbound capture listener.
+pub const VIRTUAL_INBOUND_LISTENER: &str = "virtualInbound";
+
+/// `inbound|<port>||` (Istio's `BuildInboundSubsetKey`): the inbound cluster of a workload
+/// port, and the name of its inline route configuration.
+pub fn inbound_cluster(port: u32) -> String {
+    format!("inbound|{port}||")
+}
+
 /// Listener name `<bind>_<port>` (`0.0.0.0_80`, `10.0.0.5_443`, `::_80`).
 pub fn listener_name(bind: &str, port: u32) -> String {
     format!("{bind}_{port}")

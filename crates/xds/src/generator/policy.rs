@@ -970,7 +970,7 @@ pub fn sds_secret_config(name: &str) -> tls::SdsSecretConfig {
     }
 }
 
-fn default_common_tls_context() -> tls::CommonTlsContext {
+pub(crate) fn default_common_tls_context() -> tls::CommonTlsContext {
     tls::CommonTlsContext {
         tls_params: Some(tls::TlsParameters {
             tls_minimum_protocol_version: tls::tls_parameters::TlsProtocol::TlSv12 as i32,
@@ -989,7 +989,7 @@ fn validation_context(sans: &[String]) -> tls::CertificateValidationContext {
     }
 }
 
-fn combined_validation(
+pub(crate) fn combined_validation(
     default: tls::CertificateValidationContext,
     sds: &str,
 ) -> tls::common_tls_context::ValidationContextType {

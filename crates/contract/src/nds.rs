@@ -4,6 +4,9 @@
 
 use std::collections::BTreeMap;
 
+/// NDS type URL (Istio's).
+pub const NDS_TYPE_URL: &str = "type.googleapis.com/istio.networking.nds.v1.NameTable";
+
 /// Table of host names and their IPs for the agent's DNS proxy.
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct NameTable {

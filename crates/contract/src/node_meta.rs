@@ -37,8 +37,41 @@ pub const DNS_CAPTURE: &str = "DNS_CAPTURE";
 /// Address (`ip:port`) of the explicit HTTP proxy listener Envoy should open.
 pub const EXPLICIT_PROXY: &str = "EXPLICIT_PROXY";
 
+/// The workload's service account (Istio's `SERVICE_ACCOUNT`).
+pub const SERVICE_ACCOUNT: &str = "SERVICE_ACCOUNT";
+/// How inbound traffic reaches the proxy (Istio's `INTERCEPTION_MODE`).
+pub const INTERCEPTION_MODE: &str = "INTERCEPTION_MODE";
+
 /// The keys above, in the order the agent writes them.
-pub const ALL_KEYS: [&str; 5] = [NAMESPACE, LABELS, INSTANCE_IPS, DNS_CAPTURE, EXPLICIT_PROXY];
+pub const ALL_KEYS: [&str; 7] = [
+    NAMESPACE,
+    LABELS,
+    INSTANCE_IPS,
+    DNS_CAPTURE,
+    EXPLICIT_PROXY,
+    SERVICE_ACCOUNT,
+    INTERCEPTION_MODE,
+];
+
+/// Istio's interception modes (`TPROXY` is read as `REDIRECT`: both capture inbound).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InterceptionMode {
+    /// Inbound connections are redirected to the inbound listener (15006).
+    #[default]
+    Redirect,
+    /// Nothing is captured: inbound listeners bind the workload's address themselves.
+    None,
+}
+
+impl InterceptionMode {
+    /// The metadata value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InterceptionMode::Redirect => "REDIRECT",
+            InterceptionMode::None => "NONE",
+        }
+    }
+}
 
 /// A metadata value that does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -56,7 +89,8 @@ impl NodeMetaError {
     fn new(key: &'static str, value: &str, reason: impl Into<String>) -> Self {
         Self {
             key,
-            value: value.to_owned(),
+            // Bounded: a proxy's metadata is peer input and ends up in logs.
+            value: crate::identity::bounded(value, 256),
             reason: reason.into(),
         }
     }
@@ -75,6 +109,10 @@ pub struct NodeMeta {
     pub dns_capture: bool,
     /// [`EXPLICIT_PROXY`]; `None` when absent or empty.
     pub explicit_proxy: Option<SocketAddr>,
+    /// [`SERVICE_ACCOUNT`]; `None` when absent or empty.
+    pub service_account: Option<String>,
+    /// [`INTERCEPTION_MODE`]; `None` when absent (Istio's default is `REDIRECT`).
+    pub interception_mode: Option<InterceptionMode>,
 }
 
 impl NodeMeta {
@@ -90,6 +128,12 @@ impl NodeMeta {
         out.insert(DNS_CAPTURE.to_owned(), self.dns_capture.to_string());
         if let Some(addr) = self.explicit_proxy {
             out.insert(EXPLICIT_PROXY.to_owned(), addr.to_string());
+        }
+        if let Some(sa) = self.service_account.as_deref().filter(|s| !s.is_empty()) {
+            out.insert(SERVICE_ACCOUNT.to_owned(), sa.to_owned());
+        }
+        if let Some(m) = self.interception_mode {
+            out.insert(INTERCEPTION_MODE.to_owned(), m.as_str().to_owned());
         }
         out
     }
@@ -126,6 +170,21 @@ impl NodeMeta {
             match parse_socket_addr(EXPLICIT_PROXY, v) {
                 Ok(addr) => meta.explicit_proxy = addr,
                 Err(e) => errors.push(e),
+            }
+        }
+        meta.service_account = get(SERVICE_ACCOUNT)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned);
+        if let Some(v) = get(INTERCEPTION_MODE) {
+            match v.trim() {
+                "REDIRECT" | "TPROXY" => meta.interception_mode = Some(InterceptionMode::Redirect),
+                "NONE" => meta.interception_mode = Some(InterceptionMode::None),
+                _ => errors.push(NodeMetaError::new(
+                    INTERCEPTION_MODE,
+                    v,
+                    "expected REDIRECT, TPROXY or NONE",
+                )),
             }
         }
         (meta, errors)
@@ -241,6 +300,7 @@ mod tests {
             instance_ips: vec!["10.0.0.7".parse().unwrap(), "fd00::7".parse().unwrap()],
             dns_capture: true,
             explicit_proxy: Some("127.0.0.1:15080".parse().unwrap()),
+            ..NodeMeta::default()
         };
         let map = meta.to_metadata();
         assert_eq!(map[EXPLICIT_PROXY], "127.0.0.1:15080");
