@@ -185,6 +185,7 @@ async fn run() -> BenchResult<()> {
         AdsOptions {
             generate_hook: Some(hook(ports)),
             authenticator: None,
+            ..AdsOptions::default()
         },
         async move {
             let _ = ads_stopped.await;

@@ -124,6 +124,7 @@ impl ControlPlane {
         let options = AdsOptions {
             generate_hook: Some(hook(Arc::clone(&inject), free_port().expect("port"))),
             authenticator: None,
+            ..AdsOptions::default()
         };
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(ads::serve_with(

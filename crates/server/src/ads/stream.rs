@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use entryway_model::diag::Echo;
 use entryway_model::registry::Proxy;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use tokio::sync::{mpsc, watch};
@@ -157,6 +158,8 @@ pub struct Context {
     pub auth: Option<crate::secure::Authenticator>,
     /// Connection ids.
     pub next_conn: AtomicU64,
+    /// How long a new stream may take to send its first request.
+    pub first_request_timeout: std::time::Duration,
 }
 
 /// Removes the stream's status on every exit path.
@@ -195,17 +198,31 @@ pub async fn run<P: Protocol>(
     mut stop: watch::Receiver<bool>,
 ) {
     let first = tokio::select! {
-        r = requests.message() => r,
+        r = tokio::time::timeout(ctx.first_request_timeout, requests.message()) => match r {
+            Ok(r) => r,
+            Err(_) => {
+                let status = Status::deadline_exceeded(format!(
+                    "no DiscoveryRequest within {} ms of opening the stream",
+                    ctx.first_request_timeout.as_millis()
+                ));
+                refuse_stream::<P>(&ctx, &tx, status).await;
+                return;
+            }
+        },
         _ = stop.changed() => return,
     };
     let first = match first {
         Ok(Some(r)) => r,
         Ok(None) => return,
         Err(status) => {
-            debug!(protocol = P::NAME, %status, "stream failed before its first request");
+            refuse_stream::<P>(&ctx, &tx, request_error(status)).await;
             return;
         }
     };
+    if let Err(status) = check_node(P::node(&first)) {
+        refuse_stream::<P>(&ctx, &tx, status).await;
+        return;
+    }
     let (mut proxy, warnings) = proxy_from_node(P::node(&first));
     let mut identity = None;
     if let super::Access::Authenticated { caller, remote } = &access {
@@ -226,7 +243,7 @@ pub async fn run<P: Protocol>(
         identity = Some(caller.identity.uri());
     }
     let conn = ctx.next_conn.fetch_add(1, Ordering::Relaxed);
-    let span = tracing::info_span!("ads", conn, node = %proxy.id, protocol = P::NAME);
+    let span = tracing::info_span!("ads", conn, node = %Echo(&proxy.id), protocol = P::NAME);
     async move {
         for w in &warnings {
             warn!(warning = %w, "ignoring a node metadata value");
@@ -273,7 +290,13 @@ pub async fn run<P: Protocol>(
                         break;
                     }
                     Err(status) => {
-                        info!(%status, "stream ended");
+                        let status = request_error(status);
+                        if status.code() == tonic::Code::Cancelled || status.code() == tonic::Code::Unknown {
+                            // The proxy went away (reset, connection closed): nothing to tell it.
+                            info!(status = %Echo(status.message()), "stream ended");
+                        } else {
+                            refuse_stream::<P>(&ctx, &driver.tx, status).await;
+                        }
                         break;
                     }
                 },
@@ -307,6 +330,59 @@ pub async fn run<P: Protocol>(
     }
     .instrument(span)
     .await;
+}
+
+/// Longest node id accepted: Istio's are about a hundred bytes; a larger one is a broken or
+/// hostile client, and would be echoed into every log line of its stream.
+pub const MAX_NODE_ID: usize = 1024;
+
+/// The first request must name its node (Istio refuses a stream without one).
+fn check_node(node: Option<&Node>) -> Result<(), Status> {
+    match node {
+        None => Err(Status::invalid_argument(
+            "the first request of a stream carries no node; Envoy's node (id, metadata) is required",
+        )),
+        Some(n) if n.id.trim().is_empty() => Err(Status::invalid_argument(
+            "the first request of a stream has an empty node id",
+        )),
+        Some(n) if n.id.len() > MAX_NODE_ID => Err(Status::invalid_argument(format!(
+            "node id of {} bytes is longer than {MAX_NODE_ID} ({})",
+            n.id.len(),
+            Echo(&n.id)
+        ))),
+        Some(_) => Ok(()),
+    }
+}
+
+/// The status a request error ends the stream with: an over-long message is
+/// RESOURCE_EXHAUSTED (gRPC's code for a message larger than the limit; tonic says
+/// OUT_OF_RANGE), an undecodable one INTERNAL (as gRPC libraries answer a request that does
+/// not parse); the message is bounded (it may quote input).
+fn request_error(status: Status) -> Status {
+    let message = entryway_model::diag::bounded(status.message(), 512).into_owned();
+    match status.code() {
+        tonic::Code::OutOfRange => Status::resource_exhausted(message),
+        code => Status::new(code, message),
+    }
+}
+
+/// Ends the stream with `status` (sent as its trailers), logged and counted.
+async fn refuse_stream<P: Protocol>(
+    ctx: &Context,
+    tx: &mpsc::Sender<Outgoing<P::Pending>>,
+    status: Status,
+) {
+    warn!(
+        protocol = P::NAME,
+        code = ?status.code(),
+        reason = %Echo(status.message()),
+        "ending an xDS stream for a bad request"
+    );
+    ctx.shared
+        .metrics
+        .bad_requests
+        .add(&format!("{:?}", status.code()), 1);
+    let _ = tx.send(Outgoing::new(Err(status))).await;
 }
 
 fn register(
@@ -425,7 +501,13 @@ impl<P: Protocol> Driver<P> {
                     message,
                 } => {
                     metrics.nacks.add(kind.label(), 1);
-                    warn!(r#type = kind.label(), %nonce, error = %message, "proxy rejected the configuration; it keeps its last accepted one");
+                    // Envoy's error detail quotes the resources; a proxy may send anything.
+                    let message = entryway_model::diag::bounded_middle(
+                        &message,
+                        entryway_model::diag::MAX_MESSAGE,
+                    )
+                    .into_owned();
+                    warn!(r#type = kind.label(), nonce = %Echo(&nonce), error = %message, "proxy rejected the configuration; it keeps its last accepted one");
                     self.convergence.outstanding[kind.index()] = None;
                     self.convergence.nacked = true;
                     if let Some((_, s)) = status.as_deref_mut() {
