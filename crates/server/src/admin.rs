@@ -354,6 +354,29 @@ pub fn render_metrics(shared: &Shared) -> String {
             .as_ref()
             .map_or(0, |h| h.resources as u64),
     );
+    for (name, help, value) in [
+        (
+            "entryway_xds_connections_refused_total",
+            "xDS connections closed on accept because the connection limit was reached.",
+            &m.xds_connections_refused,
+        ),
+        (
+            "entryway_xds_connections_timed_out_total",
+            "xDS connections closed for sending no HTTP/2 preface or no request in time.",
+            &m.xds_connections_timed_out,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+    }
+    counter(
+        &mut out,
+        "entryway_xds_bad_requests_total",
+        "xDS streams ended for a bad request (no node id, undecodable, oversized, no request in time), by gRPC code.",
+        "code",
+        &m.bad_requests.values(),
+    );
     let _ = writeln!(
         out,
         "# HELP entryway_config_reload_failures_total Config reloads abandoned."

@@ -677,6 +677,8 @@ pub struct Store {
     canonical_paths: Vec<String>,
     /// Config roots seen missing and not back with files since.
     missing_roots: BTreeSet<PathBuf>,
+    /// Config roots the last reload found missing.
+    missing_now: Vec<PathBuf>,
     held: Option<HeldWithdrawal>,
     confirmation: Arc<WithdrawalConfirmation>,
     restored: Option<RestoredStatus>,
@@ -776,6 +778,7 @@ impl Store {
             last_good,
             canonical_paths: canonical,
             missing_roots: missing,
+            missing_now: Vec::new(),
             held: None,
             confirmation,
             restored: restored_status,
@@ -828,6 +831,11 @@ impl Store {
     /// Where to confirm a held withdrawal.
     pub fn confirmation(&self) -> Arc<WithdrawalConfirmation> {
         Arc::clone(&self.confirmation)
+    }
+
+    /// The config roots the last reload found missing.
+    pub fn roots_missing_now(&self) -> Vec<PathBuf> {
+        self.missing_now.clone()
     }
 
     /// Drops a confirmation given while nothing was held (so that it cannot approve a
@@ -883,6 +891,12 @@ impl Store {
                 held: self.held.as_ref().map(|h| h.resources),
             };
         }
+        self.missing_now = read
+            .roots
+            .iter()
+            .filter(|(_, s)| *s == RootState::Missing)
+            .map(|(r, _)| r.clone())
+            .collect();
         for (root, state) in &read.roots {
             match state {
                 RootState::Missing => {

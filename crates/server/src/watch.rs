@@ -93,13 +93,26 @@ struct Signal {
 
 /// Forwards relevant events from the watcher's thread to the debounce loop.
 #[derive(Debug, Clone)]
-struct Forward(mpsc::UnboundedSender<Signal>);
+struct Forward(mpsc::UnboundedSender<Signal>, Removed);
+
+/// Paths of removal events since the last recheck: a watched directory removed and quickly
+/// re-created (even with the same inode number) must be watched again, and a check of the
+/// path alone cannot tell.
+type Removed = std::sync::Arc<std::sync::Mutex<Vec<PathBuf>>>;
 
 impl notify::EventHandler for Forward {
     fn handle_event(&mut self, event: notify::Result<Event>) {
         let signal = match event {
             Ok(ev) => match classify(&ev) {
-                Some(s) => s,
+                Some(s) => {
+                    if matches!(ev.kind, EventKind::Remove(_))
+                        && let Ok(mut r) = self.1.lock()
+                        && r.len() < 1024
+                    {
+                        r.extend(ev.paths.iter().cloned());
+                    }
+                    s
+                }
                 None => return,
             },
             Err(e) => {
@@ -134,6 +147,17 @@ struct Target {
     path: PathBuf,
     mode: RecursiveMode,
     active: bool,
+    /// Device and inode of the directory watched: a directory removed and re-created under
+    /// the same name is another one, which the old watch does not see.
+    inode: Option<(u64, u64)>,
+}
+
+fn inode_of(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path)
+        .ok()
+        .filter(|m| m.is_dir())
+        .map(|m| (m.dev(), m.ino()))
 }
 
 /// Directories to watch for `options`: each directory recursively, and the parent directory
@@ -161,6 +185,7 @@ fn targets(options: &StoreOptions) -> Vec<Target> {
                 path,
                 mode,
                 active: false,
+                inode: None,
             }),
         }
     }
@@ -224,7 +249,10 @@ impl Watches {
                 continue;
             }
             match self.watcher.watch(&t.path, t.mode) {
-                Ok(()) => t.active = true,
+                Ok(()) => {
+                    t.active = true;
+                    t.inode = inode_of(&t.path);
+                }
                 Err(e) if matches!(e.kind, notify::ErrorKind::PathNotFound) => {}
                 Err(e) => return Err(e),
             }
@@ -232,10 +260,15 @@ impl Watches {
         Ok(())
     }
 
-    /// Marks targets that no longer exist as inactive (their watch died with them).
-    fn deactivate_missing(&mut self) {
+    /// Marks targets that no longer exist, were removed (`removed`: paths of removal
+    /// events), or were replaced by another directory, as inactive (their watch died with
+    /// them).
+    fn deactivate_missing(&mut self, removed: &[PathBuf]) {
         for t in &mut self.targets {
-            if t.active && !t.path.is_dir() {
+            let gone = removed.iter().any(|r| r == &t.path)
+                || !t.path.is_dir()
+                || inode_of(&t.path) != t.inode;
+            if t.active && gone {
                 let _ = self.watcher.unwatch(&t.path);
                 t.active = false;
                 warn!(path = %t.path.display(), "watched config directory is gone; waiting for it to return");
@@ -336,7 +369,12 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<Store, WatchError> {
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let mut watches = Watches::start(store.options(), options.poll_interval, Forward(tx))?;
+    let removed: Removed = Default::default();
+    let mut watches = Watches::start(
+        store.options(),
+        options.poll_interval,
+        Forward(tx, std::sync::Arc::clone(&removed)),
+    )?;
     let confirmation = store.confirmation();
     let mut shutdown = std::pin::pin!(shutdown);
     let mut stuck = None;
@@ -409,8 +447,16 @@ pub async fn run(
             }
             Reloaded::Shutdown(s) => return Ok(s),
         };
-        if recheck {
-            watches.deactivate_missing();
+        // A root the reload found missing is re-watched once it is back, even when no
+        // removal event was seen (it went while the watch was being set up).
+        let gone = store.roots_missing_now();
+        if recheck || !gone.is_empty() {
+            let mut removed: Vec<PathBuf> = removed
+                .lock()
+                .map(|mut r| std::mem::take(&mut *r))
+                .unwrap_or_default();
+            removed.extend(gone);
+            watches.deactivate_missing(&removed);
             if watches.reactivate() {
                 pending = Some(Signal { recheck: false });
             }

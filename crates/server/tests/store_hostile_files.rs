@@ -352,7 +352,12 @@ async fn removing_the_config_root_keeps_the_last_good_until_it_returns() {
     write(&dir.join("a.yaml"), &se("a", "a.example.com", 80));
     write(&dir.join("b.yaml"), &se("b", "b.example.com", 81));
     let mut r = Running::start(options(&dir), WatchOptions::default());
-    r.until("both", |s| hosts(s).len() == 2).await;
+    // An edit seen proves the watches are in place before the root goes.
+    write(&dir.join("b.yaml"), &se("b", "b.example.com", 82));
+    r.until("the watcher is live", |s| {
+        hosts(s).contains(&("b.example.com".into(), 82))
+    })
+    .await;
     let before = hosts(&r.rx.borrow());
 
     std::fs::remove_dir_all(&dir).expect("rm -rf");

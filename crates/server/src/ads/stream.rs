@@ -275,6 +275,8 @@ pub async fn run<P: Protocol>(
             return;
         }
         let mut publisher_alive = true;
+        // Watches the queue (a clone of the sender shares its capacity).
+        let queue = driver.tx.clone();
         loop {
             tokio::select! {
                 r = requests.message() => match r {
@@ -300,7 +302,14 @@ pub async fn run<P: Protocol>(
                         break;
                     }
                 },
-                changed = snapshots.changed(), if publisher_alive => {
+                // A new snapshot is planned only once the previous push has left the queue:
+                // a proxy that does not read costs no planning per change, and when it
+                // catches up it gets one push of the latest snapshot (both protocols send
+                // the current state, not each change in between).
+                changed = async {
+                    let _empty = queue.reserve_many(super::STREAM_QUEUE).await;
+                    snapshots.changed().await
+                }, if publisher_alive => {
                     if changed.is_err() {
                         // No more snapshots: keep serving the last one.
                         publisher_alive = false;
