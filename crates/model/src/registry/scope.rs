@@ -16,7 +16,7 @@ use crate::registry::types::*;
 pub const DOMAIN_SUFFIX: &str = "cluster.local";
 
 /// A proxy as the generator needs to know it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Proxy {
     /// Node id (`sidecar~IP~name.namespace~namespace.svc.cluster.local` in Istio).
     pub id: String,
@@ -41,22 +41,6 @@ pub struct Proxy {
     /// `INTERCEPTION_MODE` `REDIRECT`); else (`NONE`, and when the proxy does not say) the
     /// inbound listeners of its service targets bind the workload's address themselves.
     pub inbound_capture: bool,
-}
-
-impl Default for Proxy {
-    fn default() -> Proxy {
-        Proxy {
-            id: String::new(),
-            namespace: String::new(),
-            labels: BTreeMap::new(),
-            ips: Vec::new(),
-            dns_capture: false,
-            dns_auto_allocate: false,
-            explicit_proxy: None,
-            service_account: None,
-            inbound_capture: false,
-        }
-    }
 }
 
 impl Proxy {

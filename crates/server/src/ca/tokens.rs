@@ -213,7 +213,7 @@ impl TokenStore {
                 ago: now - p.exp,
             });
         }
-        if self.revoked()?.iter().any(|r| *r == p.jti) {
+        if self.revoked()?.contains(&p.jti) {
             return Err(TokenError::Revoked(p.jti));
         }
         Ok(Claims {
