@@ -646,15 +646,16 @@ impl CertificateClient {
     }
 }
 
-/// When to rotate a certificate valid over `validity`: when [`GRACE_PERIOD_RATIO`] of its
-/// lifetime is left, moved by up to ±[`GRACE_PERIOD_JITTER`] of it.
-pub fn rotation_time(validity: (SystemTime, SystemTime), jitter: f64) -> SystemTime {
-    let (from, to) = validity;
-    let life = to.duration_since(from).unwrap_or_default();
+/// When to rotate a certificate obtained at `obtained` and valid until `not_after`: when
+/// [`GRACE_PERIOD_RATIO`] of its remaining lifetime is left, moved by up to
+/// ±[`GRACE_PERIOD_JITTER`] of it. Measured from when it was obtained, not from its
+/// `notBefore` (which a CA back-dates for clock skew).
+pub fn rotation_time(obtained: SystemTime, not_after: SystemTime, jitter: f64) -> SystemTime {
+    let life = not_after.duration_since(obtained).unwrap_or_default();
     let grace = life.mul_f64(
         (GRACE_PERIOD_RATIO + jitter.clamp(-1.0, 1.0) * GRACE_PERIOD_JITTER).clamp(0.0, 1.0),
     );
-    to.checked_sub(grace).unwrap_or(from)
+    not_after.checked_sub(grace).unwrap_or(obtained)
 }
 
 /// Gets the first certificate (retrying with back-off until the CA signs or `stop` fires),
@@ -682,13 +683,14 @@ pub async fn start_identity(
     let (tx, rx) = watch::channel(Arc::new(first));
     let source = rx.clone();
     let task = tokio::spawn(async move {
+        let mut obtained = SystemTime::now();
         loop {
             let current = Arc::clone(&tx.borrow());
             let Some(validity) = current.validity() else {
                 warn!("the workload certificate has no readable validity; not rotating");
                 return;
             };
-            let at = rotation_time(validity, fastrand::f64() * 2.0 - 1.0);
+            let at = rotation_time(obtained, validity.1, fastrand::f64() * 2.0 - 1.0);
             let wait = at.duration_since(SystemTime::now()).unwrap_or_default();
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
@@ -703,6 +705,7 @@ pub async fn start_identity(
                     Ok(id) => {
                         info!(identity = %id.spiffe_id(), "rotated the workload certificate");
                         tx.send_replace(Arc::new(id));
+                        obtained = SystemTime::now();
                         break;
                     }
                     Err(e) => {
@@ -728,17 +731,13 @@ mod tests {
     fn rotates_at_half_life_with_one_percent_jitter() {
         let from = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
         let to = from + Duration::from_secs(100);
+        assert_eq!(rotation_time(from, to, 0.0), from + Duration::from_secs(50));
+        assert_eq!(rotation_time(from, to, 1.0), from + Duration::from_secs(49));
         assert_eq!(
-            rotation_time((from, to), 0.0),
-            from + Duration::from_secs(50)
-        );
-        assert_eq!(
-            rotation_time((from, to), 1.0),
-            from + Duration::from_secs(49)
-        );
-        assert_eq!(
-            rotation_time((from, to), -1.0),
+            rotation_time(from, to, -1.0),
             from + Duration::from_secs(51)
         );
+        // Expired already: at once.
+        assert_eq!(rotation_time(to, from, 0.0), from);
     }
 }

@@ -135,6 +135,25 @@ pub async fn resolve(host: &str, settings: &ResolveSettings) -> std::io::Result<
     Ok(out)
 }
 
+/// The address this machine uses to reach `host:port` (the source address the kernel picks;
+/// no packet is sent): a machine's own IP as the rest of the mesh sees it, for a VM that
+/// does not name one (Istio's agent reads it from the network interfaces).
+pub fn local_address_towards(host: &str, port: u16) -> std::io::Result<IpAddr> {
+    use std::net::ToSocketAddrs as _;
+    let target = (host.trim_start_matches('[').trim_end_matches(']'), port)
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| std::io::Error::other(format!("{host} has no address")))?;
+    let bind: SocketAddr = if target.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let sock = std::net::UdpSocket::bind(bind)?;
+    sock.connect(target)?;
+    Ok(sock.local_addr()?.ip())
+}
+
 fn query_bytes(host: &str, rtype: RecordType) -> std::io::Result<Vec<u8>> {
     let name = Name::from_ascii(host)
         .map_err(|e| std::io::Error::other(format!("{host:?} is not a DNS name: {e}")))?;

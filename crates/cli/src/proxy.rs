@@ -153,6 +153,21 @@ pub fn agent_config(args: &ProxyArgs, xds_default: SocketAddr) -> anyhow::Result
             ca_address,
             cert_ttl,
         });
+        // A machine joining from elsewhere that names no address of its own: the one it
+        // reaches the control plane from.
+        let ip_named = !args.ip.is_empty()
+            || std::env::var_os("INSTANCE_IP").is_some()
+            || std::env::var_os("ISTIO_META_INSTANCE_IPS").is_some()
+            || join.as_ref().is_some_and(|j| {
+                j.get("INSTANCE_IP").is_some() || j.get("ISTIO_META_INSTANCE_IPS").is_some()
+            });
+        if !ip_named
+            && let Ok(ip) =
+                entryway_agent::net::local_address_towards(&c.xds_address.host, c.xds_address.port)
+            && !ip.is_loopback()
+        {
+            c.instance_ips = vec![ip];
+        }
     } else if args.token_file.is_some() {
         anyhow::bail!(
             "--token-file needs --root-cert (the mesh root that verifies the control plane)"
@@ -391,15 +406,7 @@ pub struct ProxyCommandArgs {
 /// Runs `entryway proxy` until SIGINT/SIGTERM; with `--capture`, the namespace's outbound
 /// traffic goes to Envoy meanwhile.
 pub async fn run_command(args: ProxyCommandArgs) -> anyhow::Result<()> {
-    let mut plan = args.capture.plan()?;
-    // As Istio's sidecar: with DNS capture on, the application's DNS queries (port 53) go to
-    // the DNS proxy too, unless the proxy itself asked for them.
-    if let Some(p) = plan.as_mut()
-        && args.agent.dns_capture
-    {
-        p.config.dns_capture = true;
-        p.config.dns_port = args.agent.dns_address.port();
-    }
+    let plan = args.capture.plan()?;
     run_with_capture(args.agent, plan).await
 }
 
@@ -412,13 +419,21 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
 /// this returns, on success and on error alike (the guard removes them when dropped).
 pub async fn run_with_capture(
     args: ProxyArgs,
-    capture: Option<crate::capture::CapturePlan>,
+    mut capture: Option<crate::capture::CapturePlan>,
 ) -> anyhow::Result<()> {
     let signal = entryway_agent::shutdown_signal()?;
     let default_xds: SocketAddr = ([127, 0, 0, 1], entryway_contract::PLAINTEXT_XDS_PORT).into();
     let mut config = agent_config(&args, default_xds)?;
     // Inbound listeners on 15006 only when inbound traffic is captured to them.
     config.inbound_capture = capture.as_ref().is_some_and(|p| p.config.inbound.is_some());
+    // As Istio's sidecar: with DNS capture on (flag, environment or join directory), the
+    // application's DNS queries (port 53) go to the DNS proxy too.
+    if let Some(p) = capture.as_mut()
+        && config.dns_capture
+    {
+        p.config.dns_capture = true;
+        p.config.dns_port = args.dns_address.port();
+    }
     eprintln!("entryway proxy: {}", describe(&config));
     // --- traffic capture (issue 6): apply now, remove on every way out ---
     let (guard, envoy_uid, envoy_gid) = match &capture {

@@ -165,7 +165,11 @@ fn serve(dir: &Path, ports: &Ports, log: PathBuf) -> Proc {
         .arg("--state-dir")
         .arg(dir.with_file_name("state"))
         .args(["--xds-address", &format!("127.0.0.1:{}", ports.xds)])
-        .args(["--admin-address", &format!("127.0.0.1:{}", ports.admin)]);
+        .args(["--admin-address", &format!("127.0.0.1:{}", ports.admin)])
+        // The secure port on a kernel-chosen port; the CA's state beside the config.
+        .args(["--secure-xds-address", "127.0.0.1:0"])
+        .arg("--state-dir")
+        .arg(dir.with_extension("state"));
     Proc::spawn(cmd, log)
 }
 

@@ -300,10 +300,13 @@ mod tests {
             instance_ips: vec!["10.0.0.7".parse().unwrap(), "fd00::7".parse().unwrap()],
             dns_capture: true,
             explicit_proxy: Some("127.0.0.1:15080".parse().unwrap()),
-            ..NodeMeta::default()
+            service_account: Some("cart-sa".into()),
+            interception_mode: Some(InterceptionMode::None),
         };
         let map = meta.to_metadata();
         assert_eq!(map[EXPLICIT_PROXY], "127.0.0.1:15080");
+        assert_eq!(map[SERVICE_ACCOUNT], "cart-sa");
+        assert_eq!(map[INTERCEPTION_MODE], "NONE");
         assert_eq!(map[LABELS], r#"{"app":"cart","version":"v\"2"}"#);
         assert_eq!(map[INSTANCE_IPS], "10.0.0.7,fd00::7");
         assert_eq!(map[DNS_CAPTURE], "true");

@@ -184,8 +184,7 @@ async fn run() -> BenchResult<()> {
         Arc::clone(&shared),
         AdsOptions {
             generate_hook: Some(hook(ports)),
-            authenticator: None,
-            ..AdsOptions::default()
+            ..Default::default()
         },
         async move {
             let _ = ads_stopped.await;

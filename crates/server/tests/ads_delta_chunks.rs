@@ -139,8 +139,7 @@ impl ControlPlane {
         let addr = listener.local_addr().expect("local addr");
         let options = AdsOptions {
             generate_hook: Some(hook(inject, free_port().expect("port"))),
-            authenticator: None,
-            ..AdsOptions::default()
+            ..Default::default()
         };
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(ads::serve_with(

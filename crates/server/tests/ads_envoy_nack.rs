@@ -123,8 +123,7 @@ impl ControlPlane {
         let inject = Arc::new(AtomicBool::new(false));
         let options = AdsOptions {
             generate_hook: Some(hook(Arc::clone(&inject), free_port().expect("port"))),
-            authenticator: None,
-            ..AdsOptions::default()
+            ..Default::default()
         };
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(ads::serve_with(

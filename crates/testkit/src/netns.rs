@@ -232,3 +232,90 @@ impl Drop for Netns {
         let _ = run("ip", &["netns", "del", &self.name]);
     }
 }
+
+/// Several hosts on one link, as separate machines would be: `hosts[i]` is a namespace with
+/// `eth0` = `10.77.0.<i+1>/24`, all joined by a bridge in a switch namespace of their own.
+/// Every host but the first has a default route via the first (as a machine has one: a
+/// connection to an address of no subnet, such as a mesh VIP, needs a route before capture
+/// rules see it); nothing routes beyond the bridge.
+#[derive(Debug)]
+pub struct Lan {
+    /// The hosts.
+    pub hosts: Vec<Netns>,
+    /// The namespace holding the bridge (`br0`) and the host ends of the links (`p<i>`).
+    pub switch: Netns,
+}
+
+impl Lan {
+    /// The subnet of the link.
+    pub const SUBNET: &'static str = "10.77.0.0/24";
+    /// The host interface name.
+    pub const DEV: &'static str = "eth0";
+
+    /// Creates `n` hosts and the switch.
+    pub fn create(n: usize) -> io::Result<Lan> {
+        let switch = Netns::create()?;
+        switch.ip(&["link", "add", "br0", "type", "bridge"])?;
+        switch.ip(&["link", "set", "br0", "up"])?;
+        let mut hosts = Vec::with_capacity(n);
+        for i in 0..n {
+            let host = Netns::create()?;
+            let port = format!("p{i}");
+            host.ip(&[
+                "link",
+                "add",
+                Self::DEV,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &port,
+                "netns",
+                switch.name(),
+            ])?;
+            switch.ip(&["link", "set", &port, "master", "br0"])?;
+            switch.ip(&["link", "set", &port, "up"])?;
+            host.add_address(Self::DEV, &format!("{}/24", Self::addr(i)))?;
+            host.ip(&["link", "set", Self::DEV, "up"])?;
+            if i > 0 {
+                host.ip(&["route", "add", "default", "via", &Self::addr(0).to_string()])?;
+            }
+            hosts.push(host);
+        }
+        Ok(Lan { hosts, switch })
+    }
+
+    /// The address of host `i`.
+    pub fn addr(i: usize) -> Ipv4Addr {
+        Ipv4Addr::new(10, 77, 0, u8::try_from(i + 1).unwrap_or(u8::MAX))
+    }
+
+    /// The switch-side interface of host `i` (where a capture sees everything host `i`
+    /// sends and receives).
+    pub fn port_of(i: usize) -> String {
+        format!("p{i}")
+    }
+}
+
+/// `/etc/netns/<ns>/resolv.conf`, which `ip netns exec` bind-mounts over `/etc/resolv.conf`
+/// for processes it starts in that namespace; removed on drop.
+#[derive(Debug)]
+pub struct NetnsResolvConf {
+    dir: std::path::PathBuf,
+}
+
+impl NetnsResolvConf {
+    /// Writes `text` as the namespace's resolv.conf.
+    pub fn write(ns: &Netns, text: &str) -> io::Result<NetnsResolvConf> {
+        let dir = std::path::Path::new("/etc/netns").join(ns.name());
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("resolv.conf"), text)?;
+        Ok(NetnsResolvConf { dir })
+    }
+}
+
+impl Drop for NetnsResolvConf {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

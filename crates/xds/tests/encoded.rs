@@ -50,7 +50,9 @@ fn case(path: &Path) -> (String, Proxy, MeshConfig) {
                     Some(("explicit-proxy", a)) => {
                         proxy.explicit_proxy = Some(a.parse().expect("ip:port"));
                     }
+                    Some(("service-account", sa)) => proxy.service_account = Some(sa.into()),
                     None if word == "dns-capture" => proxy.dns_capture = true,
+                    None if word == "inbound-capture" => proxy.inbound_capture = true,
                     _ => panic!("{}: unknown proxy setting {word:?}", path.display()),
                 }
             }

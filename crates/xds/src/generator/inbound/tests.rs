@@ -40,11 +40,11 @@ fn json_of<T: prost::Message + prost::Name>(m: &T) -> Value {
     crate::json::to_json_value(m).expect("json")
 }
 
-/// (destination port, transport, ALPNs, terminates TLS, first filter) of one chain.
-type Chain = (Option<u32>, String, Vec<String>, bool, String);
+/// (destination port, transport, ALPNs, terminates TLS, first filter) of a chain.
+type ChainSummary = (Option<u32>, String, Vec<String>, bool, String);
 
-/// [`Chain`] of each chain.
-fn chains(l: &Listener) -> Vec<Chain> {
+/// The summary of each chain.
+fn chains(l: &Listener) -> Vec<ChainSummary> {
     l.filter_chains
         .iter()
         .map(|c| {
