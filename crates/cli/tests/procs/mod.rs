@@ -133,7 +133,9 @@ pub fn serve(config: &Path, state: &Path, ports: &Ports, log: PathBuf) -> Proc {
         .arg("--state-dir")
         .arg(state)
         .args(["--xds-address", &format!("127.0.0.1:{}", ports.xds)])
-        .args(["--admin-address", &format!("127.0.0.1:{}", ports.admin)]);
+        .args(["--admin-address", &format!("127.0.0.1:{}", ports.admin)])
+        // The secure port on a kernel-chosen port: tests run side by side.
+        .args(["--secure-xds-address", "127.0.0.1:0"]);
     Proc::spawn(cmd, log)
 }
 
