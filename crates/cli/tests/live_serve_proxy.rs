@@ -162,8 +162,6 @@ fn serve(dir: &Path, ports: &Ports, log: PathBuf) -> Proc {
     cmd.arg("serve")
         .arg("--config")
         .arg(dir)
-        .arg("--state-dir")
-        .arg(dir.with_file_name("state"))
         .args(["--xds-address", &format!("127.0.0.1:{}", ports.xds)])
         .args(["--admin-address", &format!("127.0.0.1:{}", ports.admin)])
         // The secure port on a kernel-chosen port; the CA's state beside the config.

@@ -187,8 +187,16 @@ mod tests {
             "{err}"
         );
         drop(first);
-        lock_work_dir(dir.path())?;
-        Ok(())
+        // A process forked by a test running alongside shares the descriptor until its
+        // `exec` closes it (close-on-exec): give that a moment.
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        loop {
+            match lock_work_dir(dir.path()) {
+                Ok(_) => return Ok(()),
+                Err(e) if std::time::Instant::now() > deadline => return Err(e),
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
     }
 
     #[tokio::test]
