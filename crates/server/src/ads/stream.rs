@@ -246,10 +246,11 @@ pub async fn run<P: Protocol>(
     let span = tracing::info_span!("ads", conn, node = %Echo(&proxy.id), protocol = P::NAME);
     async move {
         for w in &warnings {
-            warn!(warning = %w, "ignoring a node metadata value");
+            // The warning quotes the proxy's value, which may be of any size.
+            warn!(warning = %entryway_model::diag::bounded_middle(&w.to_string(), entryway_model::diag::MAX_MESSAGE), "ignoring a node metadata value");
         }
         let _registration = register(&ctx.shared, conn, &proxy, P::NAME, identity);
-        info!(namespace = %proxy.namespace, "proxy connected");
+        info!(namespace = %Echo(&proxy.namespace), "proxy connected");
         let mut driver = Driver::<P> {
             ctx: Arc::clone(&ctx),
             conn,
