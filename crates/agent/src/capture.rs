@@ -1,6 +1,6 @@
-//! Sidecar outbound traffic capture: the iptables rules Istio's sidecar sets for outbound
-//! traffic, built from a [`CaptureConfig`], applied to and removed from the current network
-//! namespace.
+//! Sidecar traffic capture: the iptables rules Istio's sidecar sets for outbound (and, with
+//! `--inbound-ports`, inbound) traffic, built from a [`CaptureConfig`], applied to and removed
+//! from the current network namespace.
 //!
 //! ```text
 //! nat OUTPUT ─► ISTIO_OUTPUT_DNS (with DNS capture; UDP/TCP port 53)
@@ -8,9 +8,9 @@
 //!               ├─ fwmark AGENT_MARK ─► RETURN (the DNS proxy's own upstream queries)
 //!               └─ else ─► REDIRECT to dns_port (15053)
 //!          ─► -p tcp ISTIO_OUTPUT
+//!               ├─ fwmark AGENT_MARK (the agent's own connections) ─► RETURN
 //!               ├─ -o lo (loopback interface) ─► RETURN
 //!               ├─ proxy uid / gid (Envoy's own connections) ─► RETURN
-//!               ├─ fwmark AGENT_MARK (with DNS capture) ─► RETURN
 //!               ├─ -d 127.0.0.1/32 (::1/128) ─► RETURN
 //!               ├─ excluded ports / excluded CIDRs ─► RETURN
 //!               └─ included CIDRs (default all) ─► ISTIO_REDIRECT ─► REDIRECT to 15001
@@ -28,7 +28,13 @@
 //!   empty table again (iptables-nft creates it on first use), so that `iptables-save`
 //!   afterwards prints exactly what it printed before.
 //!
-//! Inbound capture (ISTIO_INBOUND, port 15006) is not built: Entryway governs egress only.
+//! Inbound capture (`--inbound-ports`): `PREROUTING` → `ISTIO_INBOUND` (excluded ports and
+//! 15006 itself return) → `ISTIO_IN_REDIRECT` → 15006 (`virtualInbound`); in `ISTIO_OUTPUT`,
+//! Envoy's connections to the application from 127.0.0.6 return, and Envoy calling its own
+//! workload's address over `lo` goes to the inbound side (Istio's rules).
+//!
+//! Every capture returns packets carrying [`AGENT_MARK`] first: the agent's own connections
+//! (control plane, DNS upstreams) are never captured, whatever address they go to.
 
 use std::fmt;
 use std::io::Write as _;

@@ -339,3 +339,54 @@ fn live_edits_state_of_the_world() {
 fn live_edits_delta() {
     scenario(true);
 }
+
+/// A plug-in CA directory that is missing or broken stops `serve` at start with the file and
+/// the reason; no new root is made in its place.
+#[test]
+fn a_missing_or_broken_ca_dir_is_a_start_up_error() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let config = tmp.path().join("config");
+    std::fs::create_dir(&config).expect("mkdir");
+    let broken = tmp.path().join("broken-ca");
+    std::fs::create_dir(&broken).expect("mkdir");
+    for name in ["ca-cert.pem", "ca-key.pem", "root-cert.pem"] {
+        std::fs::write(broken.join(name), "not PEM").expect("write");
+    }
+    for (ca_dir, expect) in [
+        (tmp.path().join("no-such-dir"), "ca-cert.pem"),
+        (broken, "ca-cert.pem"),
+    ] {
+        let out = entryway()
+            .arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .args([
+                "--xds-address",
+                "127.0.0.1:0",
+                "--admin-address",
+                "127.0.0.1:0",
+            ])
+            .args(["--secure-xds-address", "127.0.0.1:0"])
+            .arg("--state-dir")
+            .arg(tmp.path().join("state"))
+            .arg("--ca-dir")
+            .arg(&ca_dir)
+            .output()
+            .expect("run serve");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "serve started with {}",
+            ca_dir.display()
+        );
+        assert!(
+            stderr.contains("mesh CA") && stderr.contains(expect),
+            "{}: {stderr}",
+            ca_dir.display()
+        );
+        assert!(
+            !tmp.path().join("state/ca").exists(),
+            "a self-signed root was made instead"
+        );
+    }
+}

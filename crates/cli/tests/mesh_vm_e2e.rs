@@ -178,6 +178,60 @@ fn vms_join_the_mesh_with_mutual_tls() {
         "mesh client under STRICT: {err}"
     );
 
+    // The server's identity is verified: a DestinationRule that expects another one makes
+    // A refuse B's certificate.
+    let config = entryway_testkit::mesh::CONFIG;
+    let istio_mutual = "trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}";
+    assert!(config.contains(istio_mutual));
+    std::fs::write(
+        m.path("cfg/b.yaml"),
+        config.replace(
+            istio_mutual,
+            "trafficPolicy: {tls: {mode: ISTIO_MUTUAL, subjectAltNames: [spiffe://cluster.local/ns/shop/sa/someone-else]}}",
+        ),
+    )
+    .expect("write");
+    eventually_ok(WAIT, || {
+        let r = curl(
+            &m.lan.hosts[A],
+            &["-o", "/dev/null", "-w", "%{http_code}", url],
+        );
+        if r.1 == "503" {
+            Ok(())
+        } else {
+            Err(format!("{r:?}"))
+        }
+    })
+    .unwrap_or_else(|e| panic!("a certificate of the wrong identity was accepted: {e}"));
+
+    // Istio's auto-mTLS (no TLS in the DestinationRule): B's endpoint has a service account,
+    // so A uses mutual TLS on its own, and STRICT B accepts it.
+    let auto_config = config.replace(&format!("  {istio_mutual}\n"), "");
+    assert!(!auto_config.contains("tls:"), "{auto_config}");
+    std::fs::write(m.path("cfg/b.yaml"), auto_config).expect("write");
+    eventually_ok(WAIT, || {
+        let r = curl(&m.lan.hosts[A], &["http://b.shop.mesh/auto"]);
+        if r.0 == 0 && r.1 == B_BODY {
+            Ok(())
+        } else {
+            Err(format!("{r:?}"))
+        }
+    })
+    .unwrap_or_else(|e| panic!("auto-mTLS under STRICT: {e}\n{}", m.a.log()));
+    let auto = m
+        .upstream
+        .requests()
+        .into_iter()
+        .rev()
+        .find(|r| r.path == "/auto")
+        .expect("auto request at b");
+    assert!(
+        auto.header("x-forwarded-client-cert")
+            .is_some_and(|x| x.contains("URI=spiffe://cluster.local/ns/client/sa/a-sa")),
+        "auto-mTLS carried A's identity: {:?}",
+        auto.header("x-forwarded-client-cert")
+    );
+
     refusals(&m);
     no_private_keys(&m);
 

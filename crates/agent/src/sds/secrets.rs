@@ -169,11 +169,11 @@ pub enum IdentityError {
 
 /// The proxy's mesh identity: served as `default` (chain and key) and `ROOTCA` (root).
 ///
-/// **No mesh CA exists yet.** [`MeshIdentity::self_signed`] makes a fresh root per agent, so
-/// two agents do not trust each other's certificates: `ISTIO_MUTUAL` between proxies of
-/// different agents fails verification until a shared CA issues the certificates (then build
-/// the identity with [`MeshIdentity::from_pem`]). Clusters stop warming either way, which is
-/// what lets Envoy ask for listeners.
+/// An agent that joined the mesh holds the certificate the mesh CA signed for it
+/// ([`crate::mesh`], built with [`MeshIdentity::from_pem`]). An agent without mesh
+/// credentials uses [`MeshIdentity::self_signed`], a fresh root of its own: other agents do
+/// not trust it, so `ISTIO_MUTUAL` to their proxies fails verification (clusters still stop
+/// warming, which is what lets Envoy ask for listeners).
 #[derive(Clone, PartialEq, Eq)]
 pub struct MeshIdentity {
     spiffe_id: String,

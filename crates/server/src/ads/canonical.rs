@@ -14,6 +14,9 @@
 //! resource that did not change is byte-identical across pushes and across control-plane
 //! restarts (which is what lets a Delta client reconnect without a resend).
 
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, RwLock};
+
 use entryway_xds::json::descriptor_pool;
 use prost_reflect::{Kind, MessageDescriptor};
 
@@ -36,12 +39,100 @@ const ANY: &str = "google.protobuf.Any";
 
 /// Re-encodes `bytes` (an encoded `full_name` message) with every map sorted.
 pub fn canonicalize(full_name: &str, bytes: &[u8]) -> Result<Vec<u8>, CanonicalError> {
-    let desc = descriptor_pool()
-        .get_message_by_name(full_name)
-        .ok_or_else(|| CanonicalError::UnknownType(full_name.to_string()))?;
+    let plan =
+        plan_of(full_name).ok_or_else(|| CanonicalError::UnknownType(full_name.to_string()))?;
     let mut out = Vec::with_capacity(bytes.len());
-    walk(&desc, bytes, 0, &mut out, 0)?;
+    walk(&plan, bytes, 0, &mut out, 0)?;
     Ok(out)
+}
+
+/// How to walk one message type, derived once from its descriptor: which fields are nested
+/// messages, maps or `Any`s, and whether anything below can hold a map at all. A message that
+/// cannot is copied byte for byte: most of a resource's bytes (addresses, durations, TLS
+/// settings) are in such messages, so the walk touches little more than the map-bearing
+/// parts (metadata, typed options).
+struct Plan {
+    /// Field number → the nested type's cell (scalars, strings and bytes are absent: copied).
+    fields: HashMap<u32, (bool, Arc<Cell>)>,
+    /// Whether any field can hold a map (`Any` counts: its payload is only known on the wire).
+    walk: bool,
+    /// The message is a `google.protobuf.Any`.
+    any: bool,
+}
+
+/// A type's plan, built on first use (cells let recursive types refer to each other).
+struct Cell {
+    desc: MessageDescriptor,
+    plan: OnceLock<Plan>,
+}
+
+impl Cell {
+    fn plan(&self) -> &Plan {
+        self.plan.get_or_init(|| build_plan(&self.desc))
+    }
+}
+
+/// The cell of a type, shared by every plan that refers to it.
+fn cell(desc: &MessageDescriptor) -> Arc<Cell> {
+    static CELLS: OnceLock<RwLock<HashMap<String, Arc<Cell>>>> = OnceLock::new();
+    let cells = CELLS.get_or_init(Default::default);
+    if let Some(c) = cells
+        .read()
+        .ok()
+        .and_then(|m| m.get(desc.full_name()).cloned())
+    {
+        return c;
+    }
+    let mut m = match cells.write() {
+        Ok(m) => m,
+        Err(p) => p.into_inner(),
+    };
+    Arc::clone(m.entry(desc.full_name().to_string()).or_insert_with(|| {
+        Arc::new(Cell {
+            desc: desc.clone(),
+            plan: OnceLock::new(),
+        })
+    }))
+}
+
+fn plan_of(full_name: &str) -> Option<Arc<Cell>> {
+    let desc = descriptor_pool().get_message_by_name(full_name)?;
+    Some(cell(&desc))
+}
+
+fn build_plan(desc: &MessageDescriptor) -> Plan {
+    let any = desc.full_name() == ANY;
+    let mut fields = HashMap::new();
+    for f in desc.fields() {
+        if let Kind::Message(m) = f.kind() {
+            fields.insert(f.number(), (f.is_map(), cell(&m)));
+        }
+    }
+    Plan {
+        walk: any || can_hold_map(desc, &mut Vec::new()),
+        fields,
+        any,
+    }
+}
+
+fn can_hold_map(desc: &MessageDescriptor, visiting: &mut Vec<String>) -> bool {
+    if desc.full_name() == ANY {
+        return true;
+    }
+    if visiting.iter().any(|v| v == desc.full_name()) {
+        // A recursive type: decided by its other fields.
+        return false;
+    }
+    visiting.push(desc.full_name().to_string());
+    let v = desc.fields().any(|f| {
+        f.is_map()
+            || match f.kind() {
+                Kind::Message(m) => can_hold_map(&m, visiting),
+                _ => false,
+            }
+    });
+    visiting.pop();
+    v
 }
 
 /// FNV-1a (64 bit) of `bytes`, as 16 hex digits: a version that is stable across processes
@@ -151,7 +242,7 @@ fn next_field<'a>(
 }
 
 fn walk(
-    desc: &MessageDescriptor,
+    cell: &Cell,
     buf: &[u8],
     base: usize,
     out: &mut Vec<u8>,
@@ -160,8 +251,13 @@ fn walk(
     if depth > MAX_DEPTH {
         return Err(CanonicalError::TooDeep);
     }
-    if desc.full_name() == ANY {
+    let plan = cell.plan();
+    if plan.any {
         return walk_any(buf, base, out, depth);
+    }
+    if !plan.walk {
+        out.extend_from_slice(buf);
+        return Ok(());
     }
     let mut pos = 0;
     // Consecutive entries of one map field, canonicalised, waiting to be sorted.
@@ -169,19 +265,15 @@ fn walk(
     while pos < buf.len() {
         let at = base + pos;
         let f = next_field(buf, &mut pos, base)?;
-        let field = if f.delimited {
-            desc.get_field(f.number)
+        let step = if f.delimited {
+            plan.fields.get(&f.number)
         } else {
             None
         };
-        let message = field.as_ref().and_then(|fd| match fd.kind() {
-            Kind::Message(m) => Some((fd.is_map(), m)),
-            _ => None,
-        });
-        match message {
+        match step {
             Some((true, entry)) => {
                 let mut e = Vec::with_capacity(f.body.len());
-                walk(&entry, f.body, at + f.header.len(), &mut e, depth + 1)?;
+                walk(entry, f.body, at + f.header.len(), &mut e, depth + 1)?;
                 match &mut run {
                     Some((n, entries)) if *n == f.number => entries.push(e),
                     _ => {
@@ -193,7 +285,7 @@ fn walk(
             Some((false, m)) => {
                 flush_run(run.take(), out);
                 out.extend_from_slice(f.header);
-                walk(&m, f.body, at + f.header.len(), out, depth + 1)?;
+                walk(m, f.body, at + f.header.len(), out, depth + 1)?;
             }
             None => {
                 flush_run(run.take(), out);
@@ -237,7 +329,7 @@ fn walk_any(
                 .map(|url| url.rsplit('/').next().unwrap_or(url));
         }
     }
-    let inner = type_name.and_then(|n| descriptor_pool().get_message_by_name(n));
+    let inner = type_name.and_then(plan_of);
     let mut pos = 0;
     while pos < buf.len() {
         let at = base + pos;
