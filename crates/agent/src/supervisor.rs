@@ -15,8 +15,10 @@
 //!
 //! - Envoy runs in its own process group, so a terminal's Ctrl-C reaches only the agent,
 //!   which then drains Envoy instead of Envoy dying at once. Dropping the `run` future kills
-//!   Envoy (`kill_on_drop`); if the agent itself is SIGKILLed, Envoy is orphaned (Linux
-//!   `PR_SET_PDEATHSIG` would need `unsafe` in `pre_exec`).
+//!   Envoy (`kill_on_drop`); if the agent itself is killed (SIGKILL included), the kernel
+//!   kills Envoy when the binary provides the parent-death shim ([`parent_death`]).
+//! - A run takes the work directory's lock and first stops any Envoy still running on this
+//!   work directory's bootstrap, left by an earlier agent ([`stale`]).
 //! - Envoy's stdout and stderr are piped and re-emitted as `tracing` events (see [`logs`]).
 //! - The status is published on a [`watch`] channel ([`Supervisor::status`]).
 //! - `--drain-strategy immediate` (Istio's choice): on drain, every connection is asked to
@@ -25,6 +27,8 @@
 pub mod admin;
 pub mod config;
 pub mod logs;
+pub mod parent_death;
+pub mod stale;
 
 use std::ffi::OsString;
 use std::future::Future;
@@ -113,6 +117,10 @@ impl EnvoyLaunch {
         bootstrap: &BootstrapOptions,
     ) -> Result<Self, AgentError> {
         let io = |context: String| move |source| AgentError::Io { context, source };
+        // Absolute: Envoy's command line then names the bootstrap the same way whatever the
+        // current directory, which is how a later agent recognises a stale Envoy of it.
+        let work_dir = &std::path::absolute(work_dir)
+            .map_err(io(format!("resolving work dir {}", work_dir.display())))?;
         std::fs::create_dir_all(work_dir)
             .map_err(io(format!("creating work dir {}", work_dir.display())))?;
         let path = work_dir.join(Self::BOOTSTRAP_FILE);
@@ -315,6 +323,9 @@ pub enum SupervisorError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// The work directory is used by another live agent, or cannot be locked.
+    #[error("{0}")]
+    WorkDir(std::io::Error),
     /// Envoy kept failing (see [`SupervisorOptions::give_up_after`]).
     #[error("Envoy failed {failures} times in a row; last: {last_exit}")]
     GaveUp {
@@ -372,7 +383,15 @@ impl Supervisor {
     /// [`SupervisorOptions::give_up_after`].
     pub async fn run<F: Future>(self, shutdown: F) -> Result<SupervisorExit, SupervisorError> {
         let mut shutdown = std::pin::pin!(shutdown);
-        let mut running = match self.spawn() {
+        let _lock = match stale::lock_work_dir(&self.launch.work_dir) {
+            Ok(l) => l,
+            Err(e) => {
+                self.status.send_modify(|s| s.phase = EnvoyPhase::Failed);
+                return Err(SupervisorError::WorkDir(e));
+            }
+        };
+        stale::stop(&self.launch.bootstrap_path, self.options.term_timeout).await;
+        let mut running = match self.spawn().await {
             Ok(r) => r,
             Err(source) => {
                 self.status.send_modify(|s| s.phase = EnvoyPhase::Failed);
@@ -454,7 +473,7 @@ impl Supervisor {
                     }
                 }
                 self.status.send_modify(|s| s.restarts += 1);
-                match self.spawn() {
+                match self.spawn().await {
                     Ok(r) => break r,
                     Err(error) => {
                         failures += 1;
@@ -478,30 +497,41 @@ impl Supervisor {
         }
     }
 
-    fn spawn(&self) -> std::io::Result<Running> {
+    async fn spawn(&self) -> std::io::Result<Running> {
         let admin_path = self.launch.admin_address_path();
         match std::fs::remove_file(&admin_path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        let mut command = Command::new(&self.launch.binary);
-        // The child sets its group, then its user, before exec.
+        let shim = parent_death::shim();
+        let mut command = match shim {
+            Some(shim) => parent_death::wrap(shim, &self.launch.binary, &self.launch.args()),
+            None => {
+                let mut c = Command::new(&self.launch.binary);
+                c.args(self.launch.args());
+                c
+            }
+        };
+        // The child sets its group, then its user, before exec (of the shim, which then
+        // sets the parent-death signal: a credential change would clear it).
         if let Some(gid) = self.launch.gid {
             command.gid(gid);
         }
         if let Some(uid) = self.launch.uid {
             command.uid(uid);
         }
-        let mut child = command
-            .args(self.launch.args())
+        command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             // Own process group: a terminal's SIGINT goes to the agent, which drains Envoy.
             .process_group(0)
-            .kill_on_drop(true)
-            .spawn()?;
+            .kill_on_drop(true);
+        let mut child = match shim {
+            Some(_) => parent_death::spawn(command).await?,
+            None => command.spawn()?,
+        };
         let pid = child.id().unwrap_or_default();
         let mut forwarders = Vec::with_capacity(2);
         if let Some(out) = child.stdout.take() {
@@ -515,6 +545,7 @@ impl Supervisor {
             binary = %self.launch.binary.display(),
             bootstrap = %self.launch.bootstrap_path.display(),
             base_id = self.launch.base_id,
+            dies_with_agent = shim.is_some(),
             "Envoy started"
         );
         self.status.send_modify(|s| {

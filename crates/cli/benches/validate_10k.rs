@@ -65,6 +65,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         output: Output::Human,
         mesh: None,
         namespace: "default".into(),
+        max_file_bytes: entryway_server::files::DEFAULT_MAX_FILE_BYTES,
     };
     // Sanity: every generated entry is valid, so the benchmark measures the success path.
     let mut out = Vec::new();

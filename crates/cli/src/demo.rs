@@ -271,6 +271,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         ca_dir: None,
         trust_domain: entryway_contract::DEFAULT_TRUST_DOMAIN.into(),
         workload_cert_ttl: entryway_server::ca::DEFAULT_WORKLOAD_TTL,
+        max_file_bytes: entryway_server::files::DEFAULT_MAX_FILE_BYTES,
+        max_withdrawal_percent: 50,
+        confirm_withdrawal: false,
     };
     let cp = ControlPlane::start(&serve, stop_rx.clone()).await?;
     let explicit: SocketAddr = {

@@ -64,6 +64,18 @@ pub enum XdsCommand {
 
 /// Parses the process arguments and runs the chosen subcommand.
 pub fn run() -> ExitCode {
+    // The agent starts Envoy through this binary so that Envoy dies with it (see
+    // `entryway_agent::supervisor::parent_death`).
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args
+        .get(1)
+        .is_some_and(|a| a == entryway_agent::supervisor::parent_death::EXEC_ARG)
+    {
+        let e = entryway_agent::supervisor::parent_death::exec_main(&args[2..]);
+        eprintln!("error: starting Envoy: {e}");
+        return ExitCode::from(127);
+    }
+    entryway_agent::supervisor::parent_death::enable("/proc/self/exe");
     let cli = Cli::parse();
     match cli.command {
         Command::Validate(args) => {
@@ -121,7 +133,11 @@ fn run_async(job: impl std::future::Future<Output = anyhow::Result<()>>) -> Exit
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(job) {
+    let result = runtime.block_on(job);
+    // A blocking task stuck in the kernel (a config read on a hung file system) must not
+    // keep the process from exiting: dropping the runtime would wait for it forever.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -136,8 +152,11 @@ pub fn load_mesh(path: Option<&PathBuf>) -> anyhow::Result<entryway_model::api::
     match path {
         None => Ok(entryway_model::api::MeshConfig::default()),
         Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .with_context(|| format!("reading mesh config {}", p.display()))?;
+            let text = entryway_server::files::read_config_file(
+                p,
+                entryway_server::files::DEFAULT_MAX_FILE_BYTES,
+            )
+            .with_context(|| format!("reading mesh config {}", p.display()))?;
             entryway_model::decode::mesh_from_str(&text)
                 .map_err(|e| anyhow::anyhow!("mesh config {}: {e}", p.display()))
         }

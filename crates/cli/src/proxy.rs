@@ -51,7 +51,9 @@ pub struct ProxyArgs {
     /// Envoy `--base-id` (default: hot restart disabled, no shared memory to clash on).
     #[arg(long)]
     pub base_id: Option<u32>,
-    /// Directory for the bootstrap and Envoy's admin address file.
+    /// Directory for the bootstrap and Envoy's admin address file; one live agent per
+    /// directory (default `$TMPDIR/entryway-port-<envoy admin port>`, so that a restarted
+    /// agent finds and stops an Envoy its predecessor left running).
     #[arg(long, value_name = "DIR")]
     pub work_dir: Option<PathBuf>,
     /// Envoy log level (trace, debug, info, warning, error, critical, off).
@@ -191,8 +193,9 @@ pub fn agent_config(args: &ProxyArgs, xds_default: SocketAddr) -> anyhow::Result
         c.envoy_binary = args.envoy.clone();
     }
     c.base_id = args.base_id;
-    if let Some(d) = &args.work_dir {
-        c.work_dir = d.clone();
+    match &args.work_dir {
+        Some(d) => c.work_dir = d.clone(),
+        None => c.work_dir = entryway_agent::supervisor::config::default_work_dir_for(c.admin_port),
     }
     if let Some(l) = &args.envoy_log_level {
         c.log_level = l.clone();

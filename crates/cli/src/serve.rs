@@ -14,6 +14,7 @@ use entryway_server::admin::AdminServer;
 use entryway_server::shared::Shared;
 use entryway_server::store::{Store, StoreOptions};
 use entryway_server::watch::WatchOptions;
+use entryway_server::withdrawal::WithdrawalPolicy;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{error, info};
@@ -50,7 +51,9 @@ pub struct ServeArgs {
     #[arg(long = "tls-san", value_name = "NAME|IP")]
     pub tls_san: Vec<String>,
     /// The control plane's state: the self-signed mesh CA (created once, kept across
-    /// restarts) and the join-token key.
+    /// restarts), the join-token key, and the last good configuration (`<DIR>/last-good/`,
+    /// read back at start, so a file found broken at start keeps serving its last good
+    /// resources).
     #[arg(long, default_value = "entryway-state", value_name = "DIR")]
     pub state_dir: PathBuf,
     /// Istio's plug-in CA directory (`ca-cert.pem`, `ca-key.pem`, `root-cert.pem`,
@@ -69,7 +72,22 @@ pub struct ServeArgs {
     /// Quiet time (ms) after a file change before the reload (bursts coalesce).
     #[arg(long, default_value_t = 10, value_name = "MS")]
     pub debounce_ms: u64,
+    /// Largest config file read (bytes); a larger one is refused and keeps its last good
+    /// resources.
+    #[arg(long, default_value_t = entryway_server::files::DEFAULT_MAX_FILE_BYTES, value_name = "BYTES")]
+    pub max_file_bytes: u64,
+    /// Hold a reload that would withdraw more than this percentage of the resources in
+    /// force (at least five of them) until confirmed; 100 turns this off. A removed config
+    /// root is always held. Confirm with SIGHUP, or restore the files.
+    #[arg(long, default_value_t = 50, value_name = "PERCENT", value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub max_withdrawal_percent: u8,
+    /// Apply a withdrawal the first reload would hold (the files say so; you mean it).
+    #[arg(long)]
+    pub confirm_withdrawal: bool,
 }
+
+/// Longest the first read of the config may take before the start fails.
+const FIRST_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl ServeArgs {
     /// The defaults of every flag, with this state, CA directory and trust domain (what
@@ -125,10 +143,26 @@ impl ControlPlane {
             paths: config.clone(),
             mesh_file: args.mesh.clone(),
             default_namespace: args.default_namespace.clone(),
+            max_file_bytes: args.max_file_bytes,
+            state_dir: Some(args.state_dir.clone()),
+            withdrawal: WithdrawalPolicy {
+                max_percent: args.max_withdrawal_percent,
+                ..WithdrawalPolicy::default()
+            },
+            confirm_withdrawal: args.confirm_withdrawal,
+            read_hook: None,
         };
-        let (store, shared) = tokio::task::spawn_blocking(move || Store::open(options))
+        let open = tokio::task::spawn_blocking(move || Store::open(options));
+        let (store, shared) = tokio::time::timeout(FIRST_READ_TIMEOUT, open)
             .await
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "reading the config did not finish within {} s (a hung file system?)",
+                    FIRST_READ_TIMEOUT.as_secs()
+                )
+            })?
             .context("loading the config")??;
+        let confirmation = store.confirmation();
 
         if !args.xds_address.ip().is_loopback() {
             if !args.insecure_remote_xds {
@@ -169,6 +203,27 @@ impl ControlPlane {
             tokio::spawn(async move {
                 entryway_server::watch::run(store, watch_options, stopped(s)).await?;
                 Ok(())
+            }),
+        ));
+        // SIGHUP confirms a held withdrawal (the operator did mean to remove those files).
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("installing the SIGHUP handler")?;
+        let mut s = stop.clone();
+        tasks.push((
+            "SIGHUP handler",
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = s.wait_for(|s| *s) => return Ok(()),
+                        got = hangup.recv() => {
+                            if got.is_none() {
+                                return Ok(());
+                            }
+                            info!("SIGHUP: confirming the held config withdrawal, if any");
+                            confirmation.confirm();
+                        }
+                    }
+                }
             }),
         ));
         let s = stop.clone();

@@ -23,6 +23,9 @@ pub struct Args {
     /// Namespace for documents that name none.
     #[arg(long, default_value = "default")]
     pub namespace: String,
+    /// Largest file read (bytes); a larger one is reported unreadable.
+    #[arg(long, default_value_t = entryway_server::files::DEFAULT_MAX_FILE_BYTES, value_name = "BYTES")]
+    pub max_file_bytes: u64,
 }
 
 /// Output formats.
@@ -50,14 +53,40 @@ pub struct FileVerdict {
     pub result: Result<Vec<Checked>, String>,
 }
 
-/// Reads and checks every file named by `paths`.
+/// Reads and checks every file named by `paths` (files within the default size bound).
 pub fn check_paths(paths: &[PathBuf], namespace: &str, mesh: &MeshConfig) -> Vec<FileVerdict> {
+    check_paths_within(
+        paths,
+        namespace,
+        mesh,
+        entryway_server::files::DEFAULT_MAX_FILE_BYTES,
+    )
+}
+
+/// Reads and checks every file named by `paths`: regular files of at most `max_bytes`
+/// (a FIFO, a device or an over-long file is reported unreadable, never read).
+pub fn check_paths_within(
+    paths: &[PathBuf],
+    namespace: &str,
+    mesh: &MeshConfig,
+    max_bytes: u64,
+) -> Vec<FileVerdict> {
     let mut verdicts = Vec::new();
     for p in paths {
         if p.as_os_str() == "-" {
-            let mut text = String::new();
-            let result = match std::io::stdin().read_to_string(&mut text) {
-                Ok(_) => check_one(&text, sniff_format(&text), namespace, mesh),
+            let mut bytes = Vec::new();
+            let limit = max_bytes.saturating_add(1);
+            let result = match std::io::stdin().lock().take(limit).read_to_end(&mut bytes) {
+                Ok(n) if n as u64 > max_bytes => Err(format!(
+                    "standard input is more than the limit of {max_bytes} bytes (--max-file-bytes)"
+                )),
+                Ok(_) => match String::from_utf8(bytes) {
+                    Ok(text) => check_one(&text, sniff_format(&text), namespace, mesh),
+                    Err(e) => Err(format!(
+                        "standard input is not UTF-8 text (invalid byte at offset {})",
+                        e.utf8_error().valid_up_to()
+                    )),
+                },
                 Err(e) => Err(format!("cannot read standard input: {e}")),
             };
             verdicts.push(FileVerdict {
@@ -66,8 +95,8 @@ pub fn check_paths(paths: &[PathBuf], namespace: &str, mesh: &MeshConfig) -> Vec
             });
             continue;
         }
-        let files = match entryway_server::files::expand_paths(std::slice::from_ref(p)) {
-            Ok(f) => f,
+        let listing = match entryway_server::files::list(std::slice::from_ref(p)) {
+            Ok(l) => l,
             Err(e) => {
                 verdicts.push(FileVerdict {
                     file: p.display().to_string(),
@@ -76,9 +105,15 @@ pub fn check_paths(paths: &[PathBuf], namespace: &str, mesh: &MeshConfig) -> Vec
                 continue;
             }
         };
-        for f in files {
+        for s in listing.skipped {
+            verdicts.push(FileVerdict {
+                file: s.path.display().to_string(),
+                result: Err(format!("not read: {}", s.reason)),
+            });
+        }
+        for f in listing.files {
             let name = f.display().to_string();
-            let result = match std::fs::read_to_string(&f) {
+            let result = match entryway_server::files::read_config_file(&f, max_bytes) {
                 Ok(text) => check_one(&text, Format::from_file_name(&name), namespace, mesh),
                 Err(e) => Err(format!("cannot read file: {e}")),
             };
@@ -116,7 +151,7 @@ pub fn run(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
             return EXIT_UNREADABLE;
         }
     };
-    let verdicts = check_paths(&args.paths, &args.namespace, &mesh);
+    let verdicts = check_paths_within(&args.paths, &args.namespace, &mesh, args.max_file_bytes);
     let status = exit_status(&verdicts);
     let written = match args.output {
         Output::Human => write_human(&verdicts, out, err),

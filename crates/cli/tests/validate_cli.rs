@@ -17,6 +17,7 @@ fn validate(paths: &[PathBuf], output: Output) -> (u8, String, String) {
         output,
         mesh: None,
         namespace: "default".into(),
+        max_file_bytes: entryway_server::files::DEFAULT_MAX_FILE_BYTES,
     };
     let mut out = Vec::new();
     let mut err = Vec::new();
@@ -234,4 +235,40 @@ fn stdin_is_read_with_dash() {
     let docs: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(docs[0]["name"], "x");
     assert_eq!(docs[0]["valid"], false);
+}
+
+#[test]
+fn special_and_oversized_files_in_a_directory_are_reported_not_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(
+        examples_dir().join("seed-external-svc-https.yaml"),
+        dir.path().join("ok.yaml"),
+    )
+    .expect("copy");
+    let status = std::process::Command::new("mkfifo")
+        .arg(dir.path().join("fifo.yaml"))
+        .status()
+        .expect("mkfifo (coreutils) must be installed");
+    assert!(status.success());
+    std::os::unix::fs::symlink("/dev/zero", dir.path().join("zero.yaml")).expect("symlink");
+    std::fs::write(dir.path().join("big.yaml"), vec![b'#'; 9 << 20]).expect("big");
+    let started = std::time::Instant::now();
+    let (status, out, err) = validate(&[dir.path().to_path_buf()], Output::Human);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(status, entryway::validate::EXIT_UNREADABLE, "{out}\n{err}");
+    let all = format!("{out}{err}");
+    for needle in [
+        "fifo.yaml",
+        "a FIFO",
+        "zero.yaml",
+        "a character device",
+        "big.yaml",
+        "more than the limit",
+    ] {
+        assert!(all.contains(needle), "{needle}: {all}");
+    }
 }

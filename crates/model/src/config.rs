@@ -191,6 +191,26 @@ impl Config {
         self.spec.kind()
     }
 
+    /// The object as a Kubernetes manifest (`apiVersion`, `kind`, `metadata`, `spec`), in the
+    /// form [`crate::decode::decode_value`] reads back to an equal `Config`: the control
+    /// plane persists its last good configuration this way.
+    pub fn to_document(&self) -> Result<serde_json::Value, serde_json::Error> {
+        let spec = match &self.spec {
+            Spec::ServiceEntry(s) => serde_json::to_value(s)?,
+            Spec::WorkloadEntry(s) => serde_json::to_value(s)?,
+            Spec::VirtualService(s) => serde_json::to_value(s)?,
+            Spec::DestinationRule(s) => serde_json::to_value(s)?,
+            Spec::Sidecar(s) => serde_json::to_value(s)?,
+            Spec::PeerAuthentication(s) => serde_json::to_value(s)?,
+        };
+        Ok(serde_json::json!({
+            "apiVersion": self.api_version,
+            "kind": self.kind().as_str(),
+            "metadata": serde_json::to_value(&self.meta)?,
+            "spec": spec,
+        }))
+    }
+
     /// `namespace/name`.
     pub fn key(&self) -> ConfigKey {
         ConfigKey {

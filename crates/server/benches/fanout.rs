@@ -570,14 +570,14 @@ async fn run() -> BenchResult<()> {
     let initial_acked = started.elapsed();
     let rss_after = vm_kib("VmRSS:");
     let hwm_sync = vm_kib("VmHWM:");
-    let budget_sync = (budget.peak(), budget.overdrafts());
+    let budget_sync = (budget.peak(), budget.evictions());
     let mut mem = vec![mem_before, memory("after the initial sync")];
     // Idle: what the allocator gives back on its own (jemalloc purges dirty pages by decay).
     tokio::time::sleep(Duration::from_secs(1)).await;
     mem.push(memory("after a further idle second"));
     if std::env::var_os("ENTRYWAY_FANOUT_EXIT_AFTER_SYNC").is_some() {
         eprintln!(
-            "{mem:?}\nVmHWM after the sync {:.1} MiB; push budget {} MiB: peak held {:.1} MiB, {} overdrafts",
+            "{mem:?}\nVmHWM after the sync {:.1} MiB; push budget {} MiB: peak held {:.1} MiB, {} slow-reader evictions",
             mib(hwm_sync),
             budget.capacity() >> 20,
             budget_sync.0 as f64 / (1 << 20) as f64,
@@ -703,7 +703,7 @@ async fn run() -> BenchResult<()> {
     );
     let _ = writeln!(
         out,
-        "VmHWM after the initial sync {:.1} MiB; push budget {} MiB ({}): peak held {:.1} MiB during the sync, {:.1} MiB overall, overdrafts {} / {}",
+        "VmHWM after the initial sync {:.1} MiB; push budget {} MiB ({}): peak held {:.1} MiB during the sync, {:.1} MiB overall, slow-reader evictions {} / {}",
         mib(hwm_sync),
         budget.capacity() >> 20,
         if tonic_encoder {
@@ -714,7 +714,7 @@ async fn run() -> BenchResult<()> {
         budget_sync.0 as f64 / (1 << 20) as f64,
         budget.peak() as f64 / (1 << 20) as f64,
         budget_sync.1,
-        budget.overdrafts()
+        budget.evictions()
     );
     for m in mem {
         let _ = writeln!(out, "{m}");

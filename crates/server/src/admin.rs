@@ -145,13 +145,52 @@ fn index() -> String {
     out
 }
 
+/// 200 once a configuration is served. The body also says when part of it is not what the
+/// files say: resources kept at their last good version (their files are broken), a held
+/// withdrawal, a reload that was abandoned, a last good configuration that cannot be saved.
 fn ready(shared: &Shared) -> Response {
     let version = shared.snapshot.borrow().version;
-    if version > 0 {
-        Response::text(200, format!("ready: config version {version}\n"))
-    } else {
-        Response::text(503, "not ready: no configuration loaded yet\n")
+    if version == 0 {
+        return Response::text(503, "not ready: no configuration loaded yet\n");
     }
+    let status = shared.config_status();
+    let mut body = format!("ready: config version {version}\n");
+    if status.last_good > 0 {
+        let mut files: Vec<&str> = status
+            .accepted
+            .iter()
+            .filter(|a| a.last_good)
+            .map(|a| a.file.as_str())
+            .collect();
+        files.dedup();
+        let _ = writeln!(
+            body,
+            "degraded: {} resource(s) served from their last good version (invalid or unreadable: {})",
+            status.last_good,
+            files.join(", ")
+        );
+    }
+    if let Some(h) = &status.withdrawal_held {
+        let _ = writeln!(
+            body,
+            "degraded: withdrawal of {} resource(s) held: {} (confirm with SIGHUP, or restore the files)",
+            h.resources, h.reason
+        );
+    }
+    if let Some(e) = &status.reload_error {
+        let _ = writeln!(body, "degraded: last config reload abandoned: {e}");
+    }
+    if let Some(e) = &status.persist_error {
+        let _ = writeln!(body, "degraded: last good configuration not saved: {e}");
+    }
+    if let Some(r) = &status.restored {
+        let _ = writeln!(
+            body,
+            "started from the last good configuration on disk ({}, version {}, {} resources)",
+            r.file, r.version, r.resources
+        );
+    }
+    Response::text(200, body)
 }
 
 /// The value of `name` in a query string, percent-decoded.
@@ -203,6 +242,12 @@ fn counter(
     }
 }
 
+fn gauge(out: &mut String, name: &str, help: &str, value: u64) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} gauge");
+    let _ = writeln!(out, "{name} {value}");
+}
+
 fn histogram(out: &mut String, name: &str, help: &str, data: &HistogramData) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} histogram");
@@ -244,7 +289,7 @@ pub fn render_metrics(shared: &Shared) -> String {
     histogram(
         &mut out,
         "entryway_push_seconds",
-        "Time to generate and send one proxy's push.",
+        "Per xDS response pushed: time from its cause (a request or a new config) to its hand-over to the transport.",
         &m.push_time.data(),
     );
     histogram(
@@ -292,6 +337,55 @@ pub fn render_metrics(shared: &Shared) -> String {
         "Config documents rejected, by kind (\"file\" for files that do not parse).",
         "kind",
         &rejected,
+    );
+    let status = shared.config_status();
+    gauge(
+        &mut out,
+        "entryway_last_good_configs",
+        "Resources served from their last good version because their document or file is invalid or unreadable.",
+        status.last_good as u64,
+    );
+    gauge(
+        &mut out,
+        "entryway_withheld_configs",
+        "Resources kept in force although their documents are gone (a held withdrawal).",
+        status
+            .withdrawal_held
+            .as_ref()
+            .map_or(0, |h| h.resources as u64),
+    );
+    for (name, help, value) in [
+        (
+            "entryway_xds_connections_refused_total",
+            "xDS connections closed on accept because the connection limit was reached.",
+            &m.xds_connections_refused,
+        ),
+        (
+            "entryway_xds_connections_timed_out_total",
+            "xDS connections closed for sending no HTTP/2 preface or no request in time.",
+            &m.xds_connections_timed_out,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+    }
+    counter(
+        &mut out,
+        "entryway_xds_bad_requests_total",
+        "xDS streams ended for a bad request (no node id, undecodable, oversized, no request in time), by gRPC code.",
+        "code",
+        &m.bad_requests.values(),
+    );
+    let _ = writeln!(
+        out,
+        "# HELP entryway_config_reload_failures_total Config reloads abandoned."
+    );
+    let _ = writeln!(out, "# TYPE entryway_config_reload_failures_total counter");
+    let _ = writeln!(
+        out,
+        "entryway_config_reload_failures_total {}",
+        m.reload_failures.load(Ordering::Relaxed)
     );
     let _ = writeln!(
         out,
@@ -357,7 +451,13 @@ fn config_dump(shared: &Shared, proxy_id: Option<&str>) -> Response {
         .rev()
         .find(|(_, p, s)| s.node_id == id || p.id == id)
     else {
-        return Response::text(404, format!("no connected proxy with id {id:?}\n"));
+        return Response::text(
+            404,
+            format!(
+                "no connected proxy with id {:?}\n",
+                entryway_model::diag::Echo(id).to_string()
+            ),
+        );
     };
     let snap = shared.snapshot.borrow().clone();
     let scope = ProxyScope::new(&snap.registry, &snap.mesh, proxy);
@@ -464,6 +564,7 @@ fn configz(shared: &Shared) -> Value {
                         file: String::new(),
                         line: 0,
                         last_good: false,
+                        withheld: false,
                         config: c.clone(),
                     })
                 })

@@ -31,6 +31,7 @@ pub mod cache;
 pub use entryway_xds::canonical;
 pub mod delta;
 pub mod grpc;
+pub mod limits;
 pub mod nds;
 pub mod node;
 pub mod resources;
@@ -99,6 +100,8 @@ pub struct AdsOptions {
     /// Who callers on the secure port are. Streams that arrive over TLS (with a
     /// [`PeerInfo`](crate::secure::PeerInfo)) are refused without one.
     pub authenticator: Option<crate::secure::Authenticator>,
+    /// Connection and stream bounds (see [`limits`]).
+    pub limits: limits::Limits,
 }
 
 /// How a stream's caller is known.
@@ -136,6 +139,7 @@ impl AdsServer {
                 auth: options.authenticator,
                 budget: Arc::new(grpc::Budget::new(grpc::DEFAULT_PUSH_BUDGET)),
                 next_conn: AtomicU64::new(1),
+                first_request_timeout: options.limits.first_request_timeout,
             }),
             stop,
         }
@@ -230,9 +234,17 @@ impl AdsServer {
             request.extensions(),
             &request.metadata().clone().into_headers(),
         )?;
+        let shared = Arc::clone(&self.ctx.shared);
         Ok(Box::pin(tokio_stream::StreamExt::map(
             ReceiverStream::new(self.spawn::<P>(request.into_inner(), access)),
-            |out| out.into_item().map(P::materialise),
+            move |out| {
+                let started = out.started();
+                let item = out.into_item().map(P::materialise);
+                if item.is_ok() {
+                    shared.metrics.push_time.observe(started.elapsed());
+                }
+                item
+            },
         )))
     }
 }
@@ -305,7 +317,14 @@ pub async fn serve_ports(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), AdsError> {
     let (stop_tx, stop_rx) = watch::channel(false);
-    let server = AdsServer::new(shared, options, stop_rx.clone());
+    // Issue 11: connection and stream bounds on both ports (see `limits`).
+    let conns = limits::Connections::new(options.limits, Arc::clone(&shared));
+    let bounded = || {
+        limits::builder(&options.limits).layer(tonic::service::InterceptorLayer::new(
+            limits::interceptor(&conns),
+        ))
+    };
+    let server = AdsServer::new(shared, options.clone(), stop_rx.clone());
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
@@ -313,8 +332,12 @@ pub async fn serve_ports(
         let Some(listener) = plain else {
             return Ok::<(), AdsError>(());
         };
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        tonic::transport::Server::builder()
+        let incoming = limits::limit(
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            Arc::clone(&conns),
+            |io| io.peer_addr().ok(),
+        );
+        bounded()
             .add_service(server.clone().into_service())
             .serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()))
             .await?;
@@ -324,8 +347,12 @@ pub async fn serve_ports(
         let Some(port) = secure else {
             return Ok::<(), AdsError>(());
         };
-        let incoming = ReceiverStream::new(port.tls.incoming(port.listener));
-        tonic::transport::Server::builder()
+        let incoming = limits::limit(
+            ReceiverStream::new(port.tls.incoming(port.listener)),
+            Arc::clone(&conns),
+            |conn| tonic::transport::server::Connected::connect_info(conn).remote,
+        );
+        bounded()
             .add_service(server.clone().into_service())
             .add_service(port.ca)
             .serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()))

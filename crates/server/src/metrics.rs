@@ -84,7 +84,17 @@ pub struct Metrics {
     pub rejected_configs: LabeledCounter,
     /// Snapshots published.
     pub config_versions: AtomicU64,
-    /// Time to generate and send one proxy's push.
+    /// xDS connections closed on accept because the connection limit was reached.
+    pub xds_connections_refused: AtomicU64,
+    /// xDS connections closed because they sent no HTTP/2 preface or no request in time.
+    pub xds_connections_timed_out: AtomicU64,
+    /// xDS streams ended for a bad request (no node id, undecodable or oversized), by code.
+    pub bad_requests: LabeledCounter,
+    /// Config reloads abandoned (a path could not be listed, or reading did not finish in
+    /// time).
+    pub reload_failures: AtomicU64,
+    /// Per response pushed (every one, as `pushes` counts them): from what caused it (a
+    /// request, or a snapshot seen by the stream) to its hand-over to the transport.
     pub push_time: Histogram,
     /// Time from a config change being read to the proxy ACKing it.
     pub convergence_time: Histogram,

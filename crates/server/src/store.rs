@@ -1,45 +1,60 @@
 //! The config store: files → validated documents → last good config per resource → snapshots.
 //!
-//! Every reload reads all config files, checks each document with the same
-//! [`check_text`] that `entryway validate` runs, and merges the verdicts with the previous
-//! state by the pure function [`apply`]:
+//! Every reload reads all config files ([`Reader`]: regular files only, each within a size
+//! bound, see [`crate::files`]), checks each document with the same [`check_text`] that
+//! `entryway validate` runs, and merges the verdicts with the previous state by the pure
+//! function [`apply`]:
 //!
 //! - a valid document is accepted;
 //! - an invalid document is rejected on its own; if the same resource (kind/namespace/name)
 //!   had a good version before, that version stays in force (`kept_last_good`);
-//! - a file that does not parse at all (or cannot be read) keeps every resource it held before;
-//! - a resource whose document is gone is removed;
-//! - the same resource defined twice: the first definition (in load order) wins.
+//! - a file that does not parse at all, cannot be read, is not a regular file or is too
+//!   large keeps every resource it held before;
+//! - a resource whose document is gone is removed, unless the withdrawal guard holds the
+//!   removal ([`crate::withdrawal`]: a config root gone, or too much at once);
+//! - the same resource defined twice: the definition in the file that holds the version in
+//!   force wins; between new definitions, the first in load order.
 //!
 //! A new [`Snapshot`] is published only when the accepted set (or the mesh config) changed, so
 //! ADS streams wake up only for real changes. Rejections that come and go without changing
 //! the accepted set are still visible to `/debug/configz` ([`ConfigStatus`]) and to readers of
 //! the current snapshot, but do not wake anyone.
 //!
+//! With a state directory ([`StoreOptions::state_dir`]), every published configuration is
+//! also written to disk ([`crate::persist`]) and read back at the next start before the
+//! files, so a file found broken at start keeps its last good resources, as it would while
+//! running.
+//!
+//! Reading (I/O, may block on a sick file system) and applying (CPU) are separate steps
+//! ([`Store::reader`], [`Store::apply_read`]), so that the watcher can bound the first and
+//! abandon a read that does not finish ([`crate::watch`]); [`Store::reload`] does both.
+//!
 //! Load order, which is also the order handed to the registry before its creation-time sort,
-//! is the order of [`crate::files::expand_paths`]: the paths as given, each directory sorted,
+//! is the order of [`crate::files::list`]: the paths as given, each directory sorted,
 //! then document index. Restarts over the same files give identical output.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use entryway_model::api::MeshConfig;
 use entryway_model::check::{Checked, check_text};
 use entryway_model::config::{Config, ConfigKey, Kind};
 use entryway_model::decode::{Format, SyntaxError, mesh_from_str};
-use entryway_model::diag::Issue;
+use entryway_model::diag::{Echo, Issue};
 use entryway_model::registry::{ConfigSet, Registry};
 use serde::Serialize;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tracing::{info, warn};
 
-use crate::files::expand_paths;
+use crate::files::{DEFAULT_MAX_FILE_BYTES, ReadError, SkippedPath, read_config_file};
+use crate::persist::{LastGood, canonical_paths};
 use crate::shared::Shared;
 use crate::snapshot::{Rejection, Snapshot};
+use crate::withdrawal::{HeldWithdrawal, WithdrawalPolicy, guard};
 
 /// Namespace given to documents that name none (as `kubectl apply` does).
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -47,7 +62,24 @@ pub const DEFAULT_NAMESPACE: &str = "default";
 /// Kind reported for a mesh config file that does not parse.
 pub const MESH_CONFIG_KIND: &str = "MeshConfig";
 
-/// What the store reads.
+/// Called with each file's path before it is read (fault injection in tests: a hook that
+/// sleeps stands for a file system that hangs).
+#[derive(Clone)]
+pub struct ReadHook(pub Arc<dyn Fn(&Path) + Send + Sync>);
+
+impl std::fmt::Debug for ReadHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReadHook")
+    }
+}
+
+impl PartialEq for ReadHook {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+/// What the store reads, and how it guards what it serves.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoreOptions {
     /// Config files and directories (directories are read recursively).
@@ -56,15 +88,33 @@ pub struct StoreOptions {
     pub mesh_file: Option<PathBuf>,
     /// Namespace for documents without one.
     pub default_namespace: String,
+    /// Largest config file read; a larger one is refused (and keeps its last good resources).
+    pub max_file_bytes: u64,
+    /// Where the last good configuration is kept across restarts
+    /// (`<state_dir>/last-good/`); `None` keeps it in memory only.
+    pub state_dir: Option<PathBuf>,
+    /// When a reload's withdrawals are held back.
+    pub withdrawal: WithdrawalPolicy,
+    /// Apply a withdrawal the first reload would hold (an operator's confirmation given at
+    /// start).
+    pub confirm_withdrawal: bool,
+    /// See [`ReadHook`]; `None` in production.
+    pub read_hook: Option<ReadHook>,
 }
 
 impl StoreOptions {
-    /// Options reading `paths` with default mesh config and namespace.
+    /// Options reading `paths` with default mesh config and namespace, the default size
+    /// bound and withdrawal policy, and no state directory.
     pub fn new(paths: Vec<PathBuf>) -> StoreOptions {
         StoreOptions {
             paths,
             mesh_file: None,
             default_namespace: DEFAULT_NAMESPACE.to_string(),
+            max_file_bytes: DEFAULT_MAX_FILE_BYTES,
+            state_dir: None,
+            withdrawal: WithdrawalPolicy::default(),
+            confirm_withdrawal: false,
+            read_hook: None,
         }
     }
 }
@@ -140,6 +190,9 @@ pub struct AcceptedConfig {
     /// True when the current document is invalid or unreadable and this is its last good
     /// version.
     pub last_good: bool,
+    /// True when its document is gone but the withdrawal is held (see [`crate::withdrawal`]).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub withheld: bool,
     /// The object.
     #[serde(skip)]
     pub config: Config,
@@ -241,6 +294,27 @@ pub fn apply(prev: &StoreState, files: &[CheckedFile]) -> StoreState {
         prev_by_file.entry(a.file.as_str()).or_default().push(a);
     }
 
+    // A resource in force keeps coming from its file while that file still defines it
+    // (validly or not, or the file cannot be read): a definition of the same resource
+    // elsewhere is a duplicate, whichever file sorts first, so copying a file never
+    // replaces what is serving.
+    let mut owner: HashMap<ConfigKey, &str> = HashMap::new();
+    for file in files {
+        let Some(held) = prev_by_file.get(file.path.as_str()) else {
+            continue;
+        };
+        let claims: Option<HashSet<ConfigKey>> = match &file.result {
+            FileResult::Checked(docs) => Some(docs.iter().filter_map(document_key).collect()),
+            FileResult::Syntax(_) | FileResult::Unreadable(_) => None,
+        };
+        for a in held {
+            let key = a.key();
+            if claims.as_ref().is_none_or(|c| c.contains(&key)) {
+                owner.entry(key).or_insert(file.path.as_str());
+            }
+        }
+    }
+
     let mut next = StoreState::default();
     // Where each resource in force was defined this round: (file, line).
     let mut defined: HashMap<ConfigKey, (String, usize)> = HashMap::new();
@@ -249,7 +323,7 @@ pub fn apply(prev: &StoreState, files: &[CheckedFile]) -> StoreState {
         match &file.result {
             FileResult::Checked(docs) => {
                 for c in docs.iter() {
-                    apply_document(&file.path, c, &prev_by_key, &mut defined, &mut next);
+                    apply_document(&file.path, c, &prev_by_key, &owner, &mut defined, &mut next);
                 }
             }
             FileResult::Syntax(_) | FileResult::Unreadable(_) => {
@@ -263,6 +337,7 @@ pub fn apply(prev: &StoreState, files: &[CheckedFile]) -> StoreState {
                     defined.insert(key, (a.file.clone(), a.line));
                     let mut carried = AcceptedConfig::clone(a);
                     carried.last_good = true;
+                    carried.withheld = false;
                     next.accepted.push(Arc::new(carried));
                     kept = true;
                 }
@@ -299,6 +374,7 @@ fn apply_document(
     file: &str,
     c: &Checked,
     prev_by_key: &HashMap<ConfigKey, &Arc<AcceptedConfig>>,
+    owner: &HashMap<ConfigKey, &str>,
     defined: &mut HashMap<ConfigKey, (String, usize)>,
     next: &mut StoreState,
 ) {
@@ -329,6 +405,21 @@ fn apply_document(
         },
     };
 
+    // Another file holds the version in force: this one is a duplicate, valid or not.
+    if let Some(k) = key.as_ref()
+        && let Some(owner_file) = owner.get(k).filter(|f| **f != file)
+    {
+        let line = prev_by_key.get(k).map_or(1, |p| p.line);
+        let dup = Issue {
+            path: "metadata.name".to_string(),
+            message: format!(
+                "duplicate: {k} is already defined at {owner_file}:{line}, which stays in force"
+            ),
+        };
+        next.rejected.push(reject(vec![dup], false));
+        return;
+    }
+
     if let (Some(cfg), Some(key)) = (c.config(), key.as_ref()) {
         if let Some((other_file, other_line)) = defined.get(key) {
             let dup = Issue {
@@ -348,6 +439,7 @@ fn apply_document(
             file: file.to_string(),
             line: c.doc.line(),
             last_good: false,
+            withheld: false,
             config: cfg.clone(),
         }));
         return;
@@ -365,10 +457,33 @@ fn apply_document(
         defined.insert(k, (prev.file.clone(), prev.line));
         let mut carried = AcceptedConfig::clone(prev);
         carried.last_good = true;
+        carried.withheld = false;
         next.accepted.push(Arc::new(carried));
     }
     next.rejected
         .push(reject(c.report.errors.clone(), kept_last_good));
+}
+
+/// A path that was not walked, as `/debug/configz` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SkippedPathStatus {
+    /// The path.
+    pub path: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// The last good configuration read from disk at start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RestoredStatus {
+    /// The state file.
+    pub file: String,
+    /// Snapshot version it was written at.
+    pub version: u64,
+    /// Resources read back.
+    pub resources: usize,
+    /// Resources that could not be read back, with why.
+    pub dropped: Vec<String>,
 }
 
 /// The accepted and rejected configuration as `/debug/configz` shows it.
@@ -386,6 +501,21 @@ pub struct ConfigStatus {
     pub rejected: Vec<Rejected>,
     /// Documents of kinds Entryway does not read.
     pub skipped: Vec<Skipped>,
+    /// Directories not walked (symbolic link loops, too deep, unreadable).
+    pub skipped_paths: Vec<SkippedPathStatus>,
+    /// Resources in force from their last good version because their current document or
+    /// file is invalid, unreadable, not a regular file or too large.
+    pub last_good: usize,
+    /// A withdrawal held back, awaiting confirmation.
+    pub withdrawal_held: Option<HeldWithdrawal>,
+    /// The last good configuration read from disk at start, if any.
+    pub restored: Option<RestoredStatus>,
+    /// Where the last good configuration is kept, if anywhere.
+    pub state_file: Option<String>,
+    /// Why the last reload was abandoned (cleared by the next one that completes).
+    pub reload_error: Option<String>,
+    /// Why the last good configuration could not be written (cleared by the next write).
+    pub persist_error: Option<String>,
 }
 
 /// What one [`Store::reload`] did.
@@ -401,6 +531,8 @@ pub struct ReloadOutcome {
     pub elapsed: Duration,
     /// The reload was abandoned (a config path could not be listed); the state is unchanged.
     pub aborted: Option<String>,
+    /// Resources kept although their documents are gone (a held withdrawal).
+    pub held: Option<usize>,
 }
 
 /// A cached check of one file, reused while its text is unchanged.
@@ -408,6 +540,123 @@ pub struct ReloadOutcome {
 struct CachedFile {
     text: String,
     result: FileResult,
+}
+
+/// What became of one config path when it was listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RootState {
+    /// Listed; this many config files.
+    Listed(usize),
+    /// It does not exist.
+    Missing,
+}
+
+/// Everything one reload reads from disk (the I/O half of a reload).
+#[derive(Debug)]
+pub struct ReadSet {
+    mesh: Option<Result<String, String>>,
+    roots: Vec<(PathBuf, RootState)>,
+    files: Vec<(PathBuf, Result<String, ReadError>)>,
+    skipped: Vec<SkippedPath>,
+    failed: Option<String>,
+    elapsed: Duration,
+}
+
+impl ReadSet {
+    /// Time the read took.
+    pub fn elapsed(&self) -> Duration {
+        self.elapsed
+    }
+}
+
+/// Reads what a store reads; cheap to clone and independent of the store, so it can run on
+/// a thread that may be abandoned.
+#[derive(Debug, Clone)]
+pub struct Reader {
+    paths: Vec<PathBuf>,
+    mesh_file: Option<PathBuf>,
+    max_file_bytes: u64,
+    hook: Option<ReadHook>,
+}
+
+impl Reader {
+    /// Lists the config paths and reads every file (blocking).
+    pub fn read(&self) -> ReadSet {
+        let started = Instant::now();
+        let mesh = self.mesh_file.as_ref().map(|p| {
+            if let Some(h) = &self.hook {
+                (h.0)(p);
+            }
+            read_config_file(p, self.max_file_bytes).map_err(|e| e.to_string())
+        });
+        let mut out = ReadSet {
+            mesh,
+            roots: Vec::new(),
+            files: Vec::new(),
+            skipped: Vec::new(),
+            failed: None,
+            elapsed: Duration::ZERO,
+        };
+        let mut seen = BTreeSet::new();
+        let mut names = Vec::new();
+        for p in &self.paths {
+            match crate::files::list(std::slice::from_ref(p)) {
+                Ok(listing) => {
+                    out.roots
+                        .push((p.clone(), RootState::Listed(listing.files.len())));
+                    for f in listing.files {
+                        if seen.insert(f.clone()) {
+                            names.push(f);
+                        }
+                    }
+                    out.skipped.extend(listing.skipped);
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound && !p.exists() => {
+                    out.roots.push((p.clone(), RootState::Missing));
+                }
+                Err(e) => {
+                    out.failed = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        if out.failed.is_none() {
+            for f in names {
+                if let Some(h) = &self.hook {
+                    (h.0)(&f);
+                }
+                let text = read_config_file(&f, self.max_file_bytes);
+                out.files.push((f, text));
+            }
+        }
+        out.elapsed = started.elapsed();
+        out
+    }
+}
+
+/// An operator's confirmation of a held withdrawal, shared between the store and whoever
+/// receives it (a SIGHUP handler).
+#[derive(Debug, Default)]
+pub struct WithdrawalConfirmation {
+    pending: AtomicBool,
+    notify: Notify,
+}
+
+impl WithdrawalConfirmation {
+    /// Confirms: the next reload applies the withdrawal it would hold.
+    pub fn confirm(&self) {
+        self.pending.store(true, Ordering::SeqCst);
+        self.notify.notify_one();
+    }
+
+    /// Resolves at the next [`Self::confirm`] (also one made before the call).
+    pub async fn confirmed(&self) {
+        self.notify.notified().await;
+    }
+
+    fn take(&self) -> bool {
+        self.pending.swap(false, Ordering::SeqCst)
+    }
 }
 
 /// The config store: reads the config paths, keeps the last good version of every resource
@@ -421,29 +670,40 @@ pub struct Store {
     cache: HashMap<PathBuf, CachedFile>,
     state: StoreState,
     version: u64,
+    published_once: bool,
     tx: watch::Sender<Arc<Snapshot>>,
     shared: Arc<Shared>,
+    last_good: Option<LastGood>,
+    canonical_paths: Vec<String>,
+    /// Config roots seen missing and not back with files since.
+    missing_roots: BTreeSet<PathBuf>,
+    /// Config roots the last reload found missing.
+    missing_now: Vec<PathBuf>,
+    held: Option<HeldWithdrawal>,
+    confirmation: Arc<WithdrawalConfirmation>,
+    restored: Option<RestoredStatus>,
+    persist_error: Option<String>,
+    skipped_paths: Vec<SkippedPathStatus>,
+    files_read: Vec<String>,
 }
 
 impl Store {
-    /// Reads the mesh config and the config paths, publishes the first snapshot (version 1)
-    /// and returns the store with the state it shares with ADS and admin.
+    /// Reads the mesh config, the last good configuration on disk (with a state directory)
+    /// and the config paths, publishes the first snapshot and returns the store with the
+    /// state it shares with ADS and admin.
     ///
-    /// Fails when a config path does not exist or the mesh config is unusable; invalid
-    /// documents do not fail it (they are rejected one by one).
+    /// Fails when the mesh config is unusable, or a config path does not exist and there
+    /// is no last good configuration on disk to serve meanwhile; invalid documents do not
+    /// fail it (they are rejected one by one).
     pub fn open(options: StoreOptions) -> Result<(Store, Arc<Shared>), StoreError> {
-        for p in &options.paths {
-            std::fs::metadata(p).map_err(|source| StoreError::Path {
-                path: p.clone(),
-                source,
-            })?;
-        }
         let (mesh, mesh_text) = match &options.mesh_file {
             None => (MeshConfig::default(), None),
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| StoreError::Mesh {
-                    path: path.clone(),
-                    message: e.to_string(),
+                let text = read_config_file(path, options.max_file_bytes).map_err(|e| {
+                    StoreError::Mesh {
+                        path: path.clone(),
+                        message: e.to_string(),
+                    }
                 })?;
                 let mesh = mesh_from_str(&text).map_err(|message| StoreError::Mesh {
                     path: path.clone(),
@@ -452,20 +712,83 @@ impl Store {
                 (mesh, Some(text))
             }
         };
+        let canonical = canonical_paths(&options.paths);
+        let last_good = options.state_dir.as_deref().map(LastGood::new);
+        let restored = last_good.as_ref().and_then(|lg| {
+            match lg.load(&canonical, &options.default_namespace, &mesh) {
+                Ok(r) => r,
+                Err(e) => {
+                    warn!(error = %e, "cannot use the last good configuration on disk; starting without it");
+                    None
+                }
+            }
+        });
+        let mut missing = BTreeSet::new();
+        for p in &options.paths {
+            if let Err(source) = std::fs::metadata(p) {
+                if restored.is_none() || source.kind() != io::ErrorKind::NotFound {
+                    return Err(StoreError::Path {
+                        path: p.clone(),
+                        source,
+                    });
+                }
+                warn!(path = %p.display(), "config path is missing; serving the last good configuration from disk until it returns");
+                missing.insert(p.clone());
+            }
+        }
         let (tx, rx) = watch::channel(Arc::new(Snapshot::empty(mesh.clone())));
         let shared = Shared::new(rx);
+        let mut state = StoreState::default();
+        let mut version = 0;
+        let mut restored_status = None;
+        if let Some(r) = restored {
+            for d in &r.dropped {
+                warn!(resource = %d, "a resource of the last good configuration on disk is no longer valid; dropped");
+            }
+            info!(
+                file = %r.path.display(),
+                version = r.version,
+                resources = r.accepted.len(),
+                "read the last good configuration from disk"
+            );
+            restored_status = Some(RestoredStatus {
+                file: r.path.display().to_string(),
+                version: r.version,
+                resources: r.accepted.len(),
+                dropped: r.dropped,
+            });
+            state.accepted = r.accepted;
+            version = r.version;
+        }
+        let confirmation = Arc::new(WithdrawalConfirmation::default());
+        if options.confirm_withdrawal {
+            confirmation.pending.store(true, Ordering::SeqCst);
+        }
         let mut store = Store {
             options,
             mesh: Arc::new(mesh),
             mesh_text,
             mesh_rejection: None,
             cache: HashMap::new(),
-            state: StoreState::default(),
-            version: 0,
+            state,
+            version,
+            published_once: false,
             tx,
             shared: Arc::clone(&shared),
+            last_good,
+            canonical_paths: canonical,
+            missing_roots: missing,
+            missing_now: Vec::new(),
+            held: None,
+            confirmation,
+            restored: restored_status,
+            persist_error: None,
+            skipped_paths: Vec::new(),
+            files_read: Vec::new(),
         };
         let outcome = store.reload();
+        // A confirmation given at start is for the first reload only.
+        store.confirmation.take();
         if let Some(why) = outcome.aborted {
             return Err(StoreError::Path {
                 path: store.options.paths.first().cloned().unwrap_or_default(),
@@ -500,33 +823,119 @@ impl Store {
         &self.state
     }
 
+    /// The withdrawal held back, if any.
+    pub fn held_withdrawal(&self) -> Option<&HeldWithdrawal> {
+        self.held.as_ref()
+    }
+
+    /// Where to confirm a held withdrawal.
+    pub fn confirmation(&self) -> Arc<WithdrawalConfirmation> {
+        Arc::clone(&self.confirmation)
+    }
+
+    /// The config roots the last reload found missing.
+    pub fn roots_missing_now(&self) -> Vec<PathBuf> {
+        self.missing_now.clone()
+    }
+
+    /// Drops a confirmation given while nothing was held (so that it cannot approve a
+    /// later accident). Returns whether there was one.
+    pub fn discard_confirmation(&self) -> bool {
+        self.confirmation.take()
+    }
+
+    /// The reading half of a reload, to run where it may block.
+    pub fn reader(&self) -> Reader {
+        Reader {
+            paths: self.options.paths.clone(),
+            mesh_file: self.options.mesh_file.clone(),
+            max_file_bytes: self.options.max_file_bytes,
+            hook: self.options.read_hook.clone(),
+        }
+    }
+
     /// Re-reads every file and publishes a new snapshot if the accepted set changed.
     /// Blocking (file I/O and validation): call it from a blocking context.
     pub fn reload(&mut self) -> ReloadOutcome {
+        let read = self.reader().read();
+        self.apply_read(read)
+    }
+
+    /// Records a reload abandoned before it could apply (its read did not finish in time):
+    /// the configuration in force stays, `/debug/configz` and the metrics say why.
+    pub fn note_abandoned(&mut self, why: String) {
+        warn!(error = %why, "config reload abandoned; previous config stays in force");
+        self.shared
+            .metrics
+            .reload_failures
+            .fetch_add(1, Ordering::Relaxed);
+        let mut status = ConfigStatus::clone(&self.shared.config_status());
+        status.reload_error = Some(why);
+        self.shared.set_config_status(status);
+    }
+
+    /// The applying half of a reload: checks what `read` holds and publishes a new
+    /// snapshot if the accepted set changed. Blocking (validation).
+    pub fn apply_read(&mut self, read: ReadSet) -> ReloadOutcome {
         let started = Instant::now();
-        let mesh_changed = self.reload_mesh();
+        let mesh_changed = self.apply_mesh(read.mesh);
 
-        let files = match self.list_files() {
-            Ok(files) => files,
-            Err(why) => {
-                warn!(error = %why, "config reload abandoned; previous config stays in force");
-                return ReloadOutcome {
-                    published: None,
-                    new_rejections: 0,
-                    files: 0,
-                    elapsed: started.elapsed(),
-                    aborted: Some(why),
-                };
+        if let Some(why) = read.failed {
+            self.note_abandoned(why.clone());
+            return ReloadOutcome {
+                published: None,
+                new_rejections: 0,
+                files: 0,
+                elapsed: started.elapsed() + read.elapsed,
+                aborted: Some(why),
+                held: self.held.as_ref().map(|h| h.resources),
+            };
+        }
+        self.missing_now = read
+            .roots
+            .iter()
+            .filter(|(_, s)| *s == RootState::Missing)
+            .map(|(r, _)| r.clone())
+            .collect();
+        for (root, state) in &read.roots {
+            match state {
+                RootState::Missing => {
+                    if self.missing_roots.insert(root.clone()) {
+                        warn!(path = %root.display(), "config path is gone; its resources stay in force until it returns or the withdrawal is confirmed");
+                    }
+                }
+                // Back with files: what it holds now is what counts. Back empty (a
+                // directory re-created and not yet filled) is still gone.
+                RootState::Listed(n) if *n > 0 => {
+                    if self.missing_roots.remove(root) {
+                        info!(path = %root.display(), "config path is back");
+                    }
+                }
+                RootState::Listed(_) => {}
             }
-        };
+        }
+        let skipped: Vec<SkippedPathStatus> = read
+            .skipped
+            .iter()
+            .map(|s| SkippedPathStatus {
+                path: s.path.display().to_string(),
+                reason: s.reason.clone(),
+            })
+            .collect();
+        if skipped != self.skipped_paths {
+            for s in skipped.iter().filter(|s| !self.skipped_paths.contains(s)) {
+                warn!(path = %s.path, reason = %s.reason, "config directory skipped");
+            }
+            self.skipped_paths = skipped;
+        }
 
-        let mut checked = Vec::with_capacity(files.len());
-        let mut cache = HashMap::with_capacity(files.len());
-        for path in files {
+        let mut checked = Vec::with_capacity(read.files.len());
+        let mut cache = HashMap::with_capacity(read.files.len());
+        for (path, text) in read.files {
             let name = path.display().to_string();
-            let result = match std::fs::read_to_string(&path) {
+            let result = match text {
                 // Deleted between listing and reading: the file is gone.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(ReadError::Gone) => continue,
                 Err(e) => FileResult::Unreadable(e.to_string()),
                 Ok(text) => match self.cache.remove(&path) {
                     Some(c) if c.text == text => {
@@ -557,6 +966,27 @@ impl Store {
         self.cache = cache;
 
         let mut next = apply(&self.state, &checked);
+        let missing: Vec<PathBuf> = self.missing_roots.iter().cloned().collect();
+        let held = guard(&self.state, &mut next, &missing, self.options.withdrawal);
+        self.held = match held {
+            Some(h) if self.confirmation.take() => {
+                warn!(reason = %h.reason, resources = h.resources, "withdrawal confirmed; the resources are removed");
+                next.accepted.retain(|a| !a.withheld);
+                self.missing_roots.clear();
+                None
+            }
+            Some(h) => {
+                warn!(
+                    reason = %h.reason,
+                    resources = h.resources,
+                    of = h.of,
+                    sample = %h.sample.join(", "),
+                    "config withdrawal held: the resources stay in force until their files return or the withdrawal is confirmed (SIGHUP, or --confirm-withdrawal at start)"
+                );
+                Some(h)
+            }
+            None => None,
+        };
         if let Some(r) = &self.mesh_rejection {
             next.rejected.push(r.clone());
         }
@@ -566,29 +996,23 @@ impl Store {
         let rejections_changed = next.rejected != self.state.rejected;
         self.state = next;
 
-        // The status first: whoever sees the new snapshot also sees its status.
-        let publish = configs_changed || mesh_changed || self.version == 0;
-        let status = ConfigStatus {
-            version: if publish {
-                self.version + 1
-            } else {
-                self.version
-            },
-            files: checked.iter().map(|f| f.path.clone()).collect(),
-            mesh_file: self
-                .options
-                .mesh_file
-                .as_ref()
-                .map(|p| p.display().to_string()),
-            accepted: self.state.accepted.clone(),
-            rejected: self.state.rejected.clone(),
-            skipped: self.state.skipped.clone(),
+        let publish = configs_changed || mesh_changed || !self.published_once;
+        let next_version = if publish {
+            self.version + 1
+        } else {
+            self.version
         };
-        self.shared.set_config_status(status);
+        if publish {
+            self.persist(next_version);
+        }
+        self.files_read = checked.iter().map(|f| f.path.clone()).collect();
+        // The status first: whoever sees the new snapshot also sees its status.
+        self.shared.set_config_status(self.status(next_version));
 
         let mut published = None;
         if publish {
-            self.version += 1;
+            self.version = next_version;
+            self.published_once = true;
             let configs = self.state.config_set();
             let registry = Registry::build(&configs, &self.mesh);
             let snapshot = Snapshot {
@@ -615,7 +1039,7 @@ impl Store {
             });
         }
 
-        let elapsed = started.elapsed();
+        let elapsed = started.elapsed() + read.elapsed;
         if let Some(version) = published {
             info!(
                 version,
@@ -632,16 +1056,56 @@ impl Store {
             files: checked.len(),
             elapsed,
             aborted: None,
+            held: self.held.as_ref().map(|h| h.resources),
         }
     }
 
-    /// Re-reads the mesh config file. Returns true when the mesh config in force changed.
-    fn reload_mesh(&mut self) -> bool {
-        let Some(path) = self.options.mesh_file.clone() else {
+    fn status(&self, version: u64) -> ConfigStatus {
+        ConfigStatus {
+            version,
+            files: self.files_read.clone(),
+            mesh_file: self
+                .options
+                .mesh_file
+                .as_ref()
+                .map(|p| p.display().to_string()),
+            accepted: self.state.accepted.clone(),
+            rejected: self.state.rejected.clone(),
+            skipped: self.state.skipped.clone(),
+            skipped_paths: self.skipped_paths.clone(),
+            last_good: self.state.accepted.iter().filter(|a| a.last_good).count(),
+            withdrawal_held: self.held.clone(),
+            restored: self.restored.clone(),
+            state_file: self
+                .last_good
+                .as_ref()
+                .map(|lg| lg.path().display().to_string()),
+            reload_error: None,
+            persist_error: self.persist_error.clone(),
+        }
+    }
+
+    /// Writes the state in force to disk (with a state directory).
+    fn persist(&mut self, version: u64) {
+        let Some(lg) = &self.last_good else { return };
+        match lg.save(version, &self.canonical_paths, &self.state.accepted) {
+            Ok(()) => self.persist_error = None,
+            Err(e) => {
+                let why = format!("{}: {e}", lg.path().display());
+                warn!(error = %why, "cannot write the last good configuration; it will be lost at restart");
+                self.persist_error = Some(why);
+            }
+        }
+    }
+
+    /// Applies the mesh config file's text. Returns true when the mesh config in force
+    /// changed.
+    fn apply_mesh(&mut self, read: Option<Result<String, String>>) -> bool {
+        let (Some(path), Some(read)) = (self.options.mesh_file.clone(), read) else {
             return false;
         };
         let file = path.display().to_string();
-        let text = match std::fs::read_to_string(&path) {
+        let text = match read {
             Ok(t) => t,
             Err(e) => {
                 self.mesh_rejection =
@@ -650,6 +1114,7 @@ impl Store {
             }
         };
         if self.mesh_text.as_deref() == Some(text.as_str()) {
+            self.mesh_rejection = None;
             return false;
         }
         match mesh_from_str(&text) {
@@ -665,33 +1130,18 @@ impl Store {
                 true
             }
             Err(message) => {
-                self.mesh_rejection = Some(mesh_rejected(&file, 1, message));
+                self.mesh_rejection = Some(mesh_rejected(
+                    &file,
+                    1,
+                    entryway_model::diag::bounded_middle(
+                        &message,
+                        entryway_model::diag::MAX_MESSAGE,
+                    )
+                    .into_owned(),
+                ));
                 false
             }
         }
-    }
-
-    /// The config files named by the paths, each once, in load order. A path that no longer
-    /// exists contributes no files; any other listing error abandons the reload.
-    fn list_files(&self) -> Result<Vec<PathBuf>, String> {
-        let mut seen = BTreeSet::new();
-        let mut out = Vec::new();
-        for p in &self.options.paths {
-            match expand_paths(std::slice::from_ref(p)) {
-                Ok(files) => {
-                    for f in files {
-                        if seen.insert(f.clone()) {
-                            out.push(f);
-                        }
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound && !p.exists() => {
-                    warn!(path = %p.display(), "config path is gone; its resources are removed");
-                }
-                Err(e) => return Err(e.to_string()),
-            }
-        }
-        Ok(out)
     }
 
     /// Logs and counts the rejections that are new since the last reload.
@@ -711,7 +1161,7 @@ impl Store {
             self.shared.metrics.rejected_configs.add(kind, 1);
             let line = r.error_lines.first().copied().unwrap_or(j.line);
             warn!(
-                location = %format!("{}:{line}", j.file),
+                location = %format!("{}:{line}", Echo(&j.file)),
                 resource = %resource_name(j),
                 errors = %describe_errors(r),
                 kept_last_good = j.kept_last_good,
@@ -923,6 +1373,55 @@ mod tests {
                 ]],
                 accepted: vec!["a:80"],
                 rejected: vec!["c.yaml:1 ServiceEntry default/a kept=false"],
+            },
+            Case {
+                name: "a duplicate in a file sorting first never displaces the one in force",
+                rounds: vec![
+                    vec![a(80)],
+                    vec![file("0copy.yaml", &se("a", "a.example.com", 90)), a(80)],
+                ],
+                accepted: vec!["a:80"],
+                rejected: vec!["0copy.yaml:1 ServiceEntry default/a kept=false"],
+            },
+            Case {
+                name: "nor does it when the one in force becomes invalid",
+                rounds: vec![
+                    vec![a(80)],
+                    vec![
+                        file("0copy.yaml", &se("a", "a.example.com", 90)),
+                        a(BAD_PORT),
+                    ],
+                ],
+                accepted: vec!["a:80*"],
+                rejected: vec![
+                    "0copy.yaml:1 ServiceEntry default/a kept=false",
+                    "a.yaml:1 ServiceEntry default/a kept=true",
+                ],
+            },
+            Case {
+                name: "nor when its file does not parse",
+                rounds: vec![
+                    vec![a(80)],
+                    vec![
+                        file("0copy.yaml", &se("a", "a.example.com", 90)),
+                        file("a.yaml", "kind: [unclosed\n  x: {"),
+                    ],
+                ],
+                accepted: vec!["a:80*"],
+                rejected: vec![
+                    "0copy.yaml:1 ServiceEntry default/a kept=false",
+                    "a.yaml:2 (whole file) kept=true",
+                ],
+            },
+            Case {
+                name: "the copy takes over once the original is gone",
+                rounds: vec![
+                    vec![a(80)],
+                    vec![file("0copy.yaml", &se("a", "a.example.com", 90)), a(80)],
+                    vec![file("0copy.yaml", &se("a", "a.example.com", 90))],
+                ],
+                accepted: vec!["a:90"],
+                rejected: vec![],
             },
             Case {
                 name: "a resource moved to another file keeps applying",

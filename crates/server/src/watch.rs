@@ -16,18 +16,33 @@
 //! event; then reload. A burst of writes (a `git checkout`, a `cp -r`) becomes one reload,
 //! and a single edit reaches the store about `quiet` after it was written. istiod waits
 //! for 100 ms of quiet (`PILOT_DEBOUNCE_AFTER`); local files are written in far less.
+//!
+//! A watched directory that comes back after being removed is debounced like any event,
+//! so a directory re-created and then filled is read once it is quiet, not half-filled.
+//!
+//! Reading is bounded: the files are read on a blocking thread ([`Store::reader`]), and a
+//! read that takes longer than [`WatchOptions::read_timeout`] (a hung network file system)
+//! is abandoned — the configuration in force stays, `/debug/configz`, `/ready` and
+//! `entryway_config_reload_failures_total` say so, and the watcher keeps working (it
+//! retries; no second read starts while the abandoned one is still stuck). Shutdown is
+//! never held up by a read.
+//!
+//! A held withdrawal ([`crate::withdrawal`]) is re-announced every
+//! [`WatchOptions::reminder`] until it is confirmed ([`Store::confirmation`]) or resolved.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::time::Duration;
 
 use notify::event::{AccessKind, AccessMode, ModifyKind};
 use notify::{Event, EventKind, PollWatcher, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::store::{ReloadOutcome, Store, StoreOptions};
+use crate::store::{ReadSet, ReloadOutcome, Store, StoreOptions};
 
 /// Debounce and fallback timings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +54,11 @@ pub struct WatchOptions {
     /// Interval of the polling watcher used when inotify is unavailable, and of the checks
     /// for a watched directory that was removed to come back.
     pub poll_interval: Duration,
+    /// Longest a reload may spend reading files before it is abandoned (and retried after
+    /// as long again).
+    pub read_timeout: Duration,
+    /// How often a held withdrawal is logged again.
+    pub reminder: Duration,
 }
 
 impl Default for WatchOptions {
@@ -47,6 +67,8 @@ impl Default for WatchOptions {
             quiet: Duration::from_millis(10),
             max_delay: Duration::from_millis(50),
             poll_interval: Duration::from_millis(100),
+            read_timeout: Duration::from_secs(10),
+            reminder: Duration::from_secs(60),
         }
     }
 }
@@ -71,13 +93,26 @@ struct Signal {
 
 /// Forwards relevant events from the watcher's thread to the debounce loop.
 #[derive(Debug, Clone)]
-struct Forward(mpsc::UnboundedSender<Signal>);
+struct Forward(mpsc::UnboundedSender<Signal>, Removed);
+
+/// Paths of removal events since the last recheck: a watched directory removed and quickly
+/// re-created (even with the same inode number) must be watched again, and a check of the
+/// path alone cannot tell.
+type Removed = std::sync::Arc<std::sync::Mutex<Vec<PathBuf>>>;
 
 impl notify::EventHandler for Forward {
     fn handle_event(&mut self, event: notify::Result<Event>) {
         let signal = match event {
             Ok(ev) => match classify(&ev) {
-                Some(s) => s,
+                Some(s) => {
+                    if matches!(ev.kind, EventKind::Remove(_))
+                        && let Ok(mut r) = self.1.lock()
+                        && r.len() < 1024
+                    {
+                        r.extend(ev.paths.iter().cloned());
+                    }
+                    s
+                }
                 None => return,
             },
             Err(e) => {
@@ -112,6 +147,17 @@ struct Target {
     path: PathBuf,
     mode: RecursiveMode,
     active: bool,
+    /// Device and inode of the directory watched: a directory removed and re-created under
+    /// the same name is another one, which the old watch does not see.
+    inode: Option<(u64, u64)>,
+}
+
+fn inode_of(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path)
+        .ok()
+        .filter(|m| m.is_dir())
+        .map(|m| (m.dev(), m.ino()))
 }
 
 /// Directories to watch for `options`: each directory recursively, and the parent directory
@@ -139,6 +185,7 @@ fn targets(options: &StoreOptions) -> Vec<Target> {
                 path,
                 mode,
                 active: false,
+                inode: None,
             }),
         }
     }
@@ -202,7 +249,10 @@ impl Watches {
                 continue;
             }
             match self.watcher.watch(&t.path, t.mode) {
-                Ok(()) => t.active = true,
+                Ok(()) => {
+                    t.active = true;
+                    t.inode = inode_of(&t.path);
+                }
                 Err(e) if matches!(e.kind, notify::ErrorKind::PathNotFound) => {}
                 Err(e) => return Err(e),
             }
@@ -210,10 +260,15 @@ impl Watches {
         Ok(())
     }
 
-    /// Marks targets that no longer exist as inactive (their watch died with them).
-    fn deactivate_missing(&mut self) {
+    /// Marks targets that no longer exist, were removed (`removed`: paths of removal
+    /// events), or were replaced by another directory, as inactive (their watch died with
+    /// them).
+    fn deactivate_missing(&mut self, removed: &[PathBuf]) {
         for t in &mut self.targets {
-            if t.active && !t.path.is_dir() {
+            let gone = removed.iter().any(|r| r == &t.path)
+                || !t.path.is_dir()
+                || inode_of(&t.path) != t.inode;
+            if t.active && gone {
                 let _ = self.watcher.unwatch(&t.path);
                 t.active = false;
                 warn!(path = %t.path.display(), "watched config directory is gone; waiting for it to return");
@@ -235,16 +290,61 @@ impl Watches {
     }
 }
 
-/// Reloads on a blocking thread (file I/O and validation) and gives the store back.
-async fn reload(mut store: Store) -> Result<Store, WatchError> {
+/// How a bounded reload ended.
+enum Reloaded {
+    /// Applied (or abandoned, with the store's status saying so).
+    Done(Store),
+    /// Abandoned because its read did not finish in time: retry later.
+    Abandoned(Store),
+    /// Shutdown was requested while reading.
+    Shutdown(Store),
+}
+
+/// Reads with a time bound on a blocking thread, then applies on another one.
+async fn reload<F: Future>(
+    mut store: Store,
+    options: &WatchOptions,
+    stuck: &mut Option<JoinHandle<ReadSet>>,
+    shutdown: &mut Pin<&mut F>,
+) -> Result<Reloaded, WatchError> {
+    if let Some(h) = stuck.as_ref() {
+        if !h.is_finished() {
+            store.note_abandoned(format!(
+                "an earlier read of the config files is still stuck (more than {} ms); not starting another",
+                options.read_timeout.as_millis()
+            ));
+            return Ok(Reloaded::Abandoned(store));
+        }
+        *stuck = None;
+    }
+    let reader = store.reader();
+    let mut read = tokio::task::spawn_blocking(move || reader.read());
+    let set = tokio::select! {
+        _ = shutdown.as_mut() => {
+            *stuck = Some(read);
+            return Ok(Reloaded::Shutdown(store));
+        }
+        r = tokio::time::timeout(options.read_timeout, &mut read) => match r {
+            Ok(Ok(set)) => set,
+            Ok(Err(e)) => return Err(WatchError::Reload(e.to_string())),
+            Err(_) => {
+                store.note_abandoned(format!(
+                    "reading the config files took longer than {} ms; abandoned",
+                    options.read_timeout.as_millis()
+                ));
+                *stuck = Some(read);
+                return Ok(Reloaded::Abandoned(store));
+            }
+        },
+    };
     let (store, outcome) = tokio::task::spawn_blocking(move || {
-        let outcome = store.reload();
+        let outcome = store.apply_read(set);
         (store, outcome)
     })
     .await
     .map_err(|e| WatchError::Reload(e.to_string()))?;
     log_outcome(&outcome);
-    Ok(store)
+    Ok(Reloaded::Done(store))
 }
 
 fn log_outcome(o: &ReloadOutcome) {
@@ -252,6 +352,7 @@ fn log_outcome(o: &ReloadOutcome) {
         published = o.published,
         new_rejections = o.new_rejections,
         files = o.files,
+        held = o.held,
         elapsed_ms = o.elapsed.as_secs_f64() * 1000.0,
         "config reloaded"
     );
@@ -268,23 +369,58 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<Store, WatchError> {
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let mut watches = Watches::start(store.options(), options.poll_interval, Forward(tx))?;
-    let mut store = reload(store).await?;
+    let removed: Removed = Default::default();
+    let mut watches = Watches::start(
+        store.options(),
+        options.poll_interval,
+        Forward(tx, std::sync::Arc::clone(&removed)),
+    )?;
+    let confirmation = store.confirmation();
     let mut shutdown = std::pin::pin!(shutdown);
+    let mut stuck = None;
+    // A reload to do at once (the first one, or one a recheck asked for), without
+    // waiting for an event.
+    let mut pending = Some(Signal { recheck: false });
+    let mut retry_at: Option<Instant> = None;
+    let mut reminder =
+        tokio::time::interval_at(Instant::now() + options.reminder, options.reminder);
+    let mut store = store;
 
     loop {
-        let first = tokio::select! {
-            _ = &mut shutdown => return Ok(store),
-            s = rx.recv() => match s {
-                Some(s) => s,
-                None => return Ok(store),
-            },
-            _ = tokio::time::sleep(options.poll_interval), if watches.any_inactive() => {
-                if watches.reactivate() {
-                    store = reload(store).await?;
+        let first = match pending.take() {
+            Some(s) => s,
+            None => tokio::select! {
+                _ = &mut shutdown => return Ok(store),
+                s = rx.recv() => match s {
+                    Some(s) => s,
+                    None => return Ok(store),
+                },
+                _ = tokio::time::sleep(options.poll_interval), if watches.any_inactive() => {
+                    if !watches.reactivate() {
+                        continue;
+                    }
+                    // Came back: debounced like any change (it may still be filling up).
+                    Signal { recheck: false }
                 }
-                continue;
-            }
+                _ = confirmation.confirmed() => {
+                    if store.held_withdrawal().is_none() {
+                        store.discard_confirmation();
+                        info!("withdrawal confirmation received, but no withdrawal is held");
+                        continue;
+                    }
+                    info!("withdrawal confirmation received; reloading");
+                    Signal { recheck: false }
+                }
+                _ = tokio::time::sleep_until(retry_at.unwrap_or_else(Instant::now)), if retry_at.is_some() => {
+                    Signal { recheck: true }
+                }
+                _ = reminder.tick() => {
+                    if let Some(h) = store.held_withdrawal() {
+                        warn!(reason = %h.reason, resources = h.resources, "config withdrawal still held: confirm it (SIGHUP) or restore the files");
+                    }
+                    continue;
+                }
+            },
         };
 
         let mut recheck = first.recheck;
@@ -302,11 +438,27 @@ pub async fn run(
             }
         }
 
-        store = reload(store).await?;
-        if recheck {
-            watches.deactivate_missing();
+        retry_at = None;
+        store = match reload(store, &options, &mut stuck, &mut shutdown).await? {
+            Reloaded::Done(s) => s,
+            Reloaded::Abandoned(s) => {
+                retry_at = Some(Instant::now() + options.read_timeout);
+                s
+            }
+            Reloaded::Shutdown(s) => return Ok(s),
+        };
+        // A root the reload found missing is re-watched once it is back, even when no
+        // removal event was seen (it went while the watch was being set up).
+        let gone = store.roots_missing_now();
+        if recheck || !gone.is_empty() {
+            let mut removed: Vec<PathBuf> = removed
+                .lock()
+                .map(|mut r| std::mem::take(&mut *r))
+                .unwrap_or_default();
+            removed.extend(gone);
+            watches.deactivate_missing(&removed);
             if watches.reactivate() {
-                store = reload(store).await?;
+                pending = Some(Signal { recheck: false });
             }
         }
     }

@@ -657,6 +657,21 @@ async fn sotw_pushes_in_order_and_resends_eds_after_a_cluster_change() {
     let pushed = c.drain().await;
     let kinds: Vec<Kind> = pushed.iter().map(|r| kind_of(&r.type_url)).collect();
     assert_eq!(kinds, vec![Kind::Endpoint]);
+
+    // Every response is a push in both metrics: initial, request-driven and
+    // change-driven ones alike (issue 11 item 7: 4 of 38 were timed).
+    let pushes: u64 = cp.shared.metrics.pushes.values().values().sum();
+    assert!(pushes >= 12, "{pushes} pushes");
+    let text = cp.metrics_text();
+    let count = text
+        .lines()
+        .find_map(|l| l.strip_prefix("entryway_push_seconds_count "))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no push_seconds count in\n{text}"));
+    assert_eq!(
+        count, pushes,
+        "entryway_push_seconds counts every push\n{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -368,6 +368,17 @@ pub fn default_work_dir() -> PathBuf {
     std::env::temp_dir().join(format!("entryway-proxy-{}", std::process::id()))
 }
 
+/// The default work directory of an agent whose Envoy admin listens on `admin_port`:
+/// `$TMPDIR/entryway-port-<port>`. Two live agents cannot share an admin port, and a
+/// restarted agent on the same port finds (and stops) an Envoy its predecessor left behind;
+/// with port 0 (any port), [`default_work_dir`].
+pub fn default_work_dir_for(admin_port: u16) -> PathBuf {
+    if admin_port == 0 {
+        return default_work_dir();
+    }
+    std::env::temp_dir().join(format!("entryway-port-{admin_port}"))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

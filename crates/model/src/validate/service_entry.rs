@@ -38,8 +38,14 @@ pub fn v2_auto_allocates(spec: &api::ServiceEntry, labels: &BTreeMap<String, Str
 /// Validates a ServiceEntry spec.
 pub fn validate(spec: &api::ServiceEntry, ctx: &Context<'_>, report: &mut Report) {
     let path = FieldPath::root("spec");
-    check_crd(spec, &path, report);
-    check_semantics(spec, ctx, &path, report);
+    // Istio's API server runs the CRD rules first and rejects the object before its
+    // webhook sees it, so a problem both layers find is reported once, as the CRD words it.
+    let mut crd = Report::default();
+    check_crd(spec, &path, &mut crd);
+    let mut semantic = Report::default();
+    check_semantics(spec, ctx, &path, &mut semantic);
+    crd.extend_layer(semantic);
+    report.extend(crd);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -468,6 +474,19 @@ mod tests {
         r
     }
 
+    /// A problem both validation layers find: reported once, in the CRD's words (`kept`);
+    /// Istio's Go message for it (`dropped`) is not repeated.
+    #[track_caller]
+    fn error_once(spec: &str, path: &str, kept: &str, dropped: &str) -> Report {
+        let r = error(spec, path, kept);
+        assert!(
+            !r.errors.iter().any(|i| i.message.contains(dropped)),
+            "{spec}\n=> the same problem twice: {:#?}",
+            r.errors
+        );
+        r
+    }
+
     #[track_caller]
     fn error(spec: &str, path: &str, needle: &str) -> Report {
         let r = check(spec);
@@ -605,11 +624,12 @@ mod tests {
 
     #[test]
     fn selector_and_endpoints() {
-        let r = error(
+        let r = error_once(
             &format!(
                 "hosts: [a.com]\n{HTTP}\nresolution: STATIC\nworkloadSelector: {{labels: {{app: x}}}}\nendpoints: [{{address: 1.1.1.1}}]"
             ),
             "spec",
+            "only one of WorkloadSelector or Endpoints can be set",
             "only one of WorkloadSelector or Endpoints is allowed in Service Entry",
         );
         assert!(has_error_at(
@@ -630,15 +650,17 @@ mod tests {
 
     #[test]
     fn hosts() {
-        let r = error(
+        let r = error_once(
             HTTP,
             "spec.hosts",
+            "Required value",
             "service entry must have at least one host",
         );
         assert!(has_error_at(&r, "spec.hosts", "Required value"));
-        let r = error(
+        let r = error_once(
             &format!("hosts: [\"*\"]\n{HTTP}"),
             "spec.hosts[0]",
+            "hostname cannot be wildcard",
             "invalid host *",
         );
         assert!(has_error_at(
@@ -762,9 +784,10 @@ mod tests {
             "spec.ports",
             "port number cannot be duplicated"
         ));
-        let r = error(
+        let r = error_once(
             "hosts: [a.com]\nports: [{number: 80, name: a, protocol: HTTP, targetPort: 70000}]",
             "spec.ports[0].targetPort",
+            "port must be between 1-65535",
             "port number 70000 must be in the range 1..65535",
         );
         assert!(has_error_at(
@@ -772,9 +795,10 @@ mod tests {
             "spec.ports[0].targetPort",
             "port must be between 1-65535"
         ));
-        let r = error(
+        let r = error_once(
             "hosts: [a.com]\nports: [{number: 0, name: a, protocol: HTTP}]",
             "spec.ports[0].number",
+            "port must be between 1-65535",
             "port number 0 must be in the range 1..65535",
         );
         assert!(has_error_at(
@@ -782,9 +806,10 @@ mod tests {
             "spec.ports[0].number",
             "port must be between 1-65535"
         ));
-        error(
+        error_once(
             "hosts: [a.com]\nports: [{number: 65536, name: a, protocol: HTTP}]",
             "spec.ports[0].number",
+            "port must be between 1-65535",
             "port number 65536 must be in the range 1..65535",
         );
         error(
@@ -792,9 +817,10 @@ mod tests {
             "spec.ports[0].name",
             "invalid port name: http_1",
         );
-        let r = error(
+        let r = error_once(
             "hosts: [a.com]\nports: [{number: 80, protocol: HTTP}]",
             "spec.ports[0].name",
+            "Required value",
             "invalid port name: ",
         );
         assert!(has_error_at(&r, "spec.ports[0].name", "Required value"));
@@ -853,9 +879,10 @@ mod tests {
 
     #[test]
     fn resolution_none() {
-        let r = error(
+        let r = error_once(
             &format!("hosts: [a.com]\n{HTTP}\nendpoints: [{{address: 1.1.1.1}}]"),
             "spec.endpoints",
+            "NONE mode cannot set endpoints",
             "no endpoints should be provided for resolution type none",
         );
         assert!(has_error_at(
@@ -899,9 +926,10 @@ mod tests {
             "spec.endpoints[0].ports[https]",
             "endpoint port 8443 is not defined by the service entry",
         );
-        error(
+        error_once(
             &se("[{address: 1.1.1.1, ports: {http: 0}}]"),
             "spec.endpoints[0].ports[http]",
+            "port must be between 1-65535",
             "port number 0 must be in the range 1..65535",
         );
         error(
@@ -947,11 +975,12 @@ mod tests {
             "spec.endpoints[0]",
             "UDS may not include ports"
         ));
-        let r = error(
+        let r = error_once(
             &format!(
                 "hosts: [a.com]\n{HTTP}\nresolution: STATIC\nendpoints: [{{address: \"unix://var/a.sock\"}}]"
             ),
             "spec.endpoints[0].address",
+            "UDS must be an absolute path or abstract socket",
             "var/a.sock is not an absolute path to a file",
         );
         assert!(has_error_at(
@@ -959,11 +988,12 @@ mod tests {
             "spec.endpoints[0].address",
             "UDS must be an absolute path or abstract socket"
         ));
-        let r = error(
+        let r = error_once(
             &format!(
                 "hosts: [a.com]\n{HTTP}\nresolution: STATIC\nendpoints: [{{address: \"unix:///var/\"}}]"
             ),
             "spec.endpoints[0].address",
+            "UDS may not be a dir",
             "/var/ is not an absolute path to a file",
         );
         assert!(has_error_at(
@@ -1018,9 +1048,10 @@ mod tests {
             "spec.endpoints[0].ports[tcp]",
             "endpoint port 80 is not defined by the service entry",
         );
-        error(
+        error_once(
             &ep("[{address: a.com, ports: {http: 70000}}]"),
             "spec.endpoints[0].ports[http]",
+            "port must be between 1-65535",
             "port number 70000 must be in the range 1..65535",
         );
         error(
@@ -1032,11 +1063,12 @@ mod tests {
 
     #[test]
     fn dns_round_robin_endpoints() {
-        let r = error(
+        let r = error_once(
             &format!(
                 "hosts: [a.com]\n{HTTP}\nresolution: DNS_ROUND_ROBIN\nendpoints: [{{address: a.com}}, {{address: b.com}}]"
             ),
             "spec.endpoints",
+            "DNS_ROUND_ROBIN mode cannot have multiple endpoints",
             "there must only be 0 or 1 endpoint for resolution mode DNS_ROUND_ROBIN",
         );
         assert!(has_error_at(

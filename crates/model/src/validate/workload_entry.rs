@@ -41,8 +41,13 @@ pub enum EndpointMode<'a> {
 /// Validates a WorkloadEntry spec (CRD rules, then Istio's rules for a standalone entry).
 pub fn validate(spec: &api::WorkloadEntry, _ctx: &Context<'_>, report: &mut Report) {
     let path = FieldPath::root("spec");
-    check_crd(spec, &path, report);
-    check_endpoint(spec, EndpointMode::Resource, &path, report);
+    // One message per problem, in the CRD's words (see `service_entry::validate`).
+    let mut crd = Report::default();
+    check_crd(spec, &path, &mut crd);
+    let mut semantic = Report::default();
+    check_endpoint(spec, EndpointMode::Resource, &path, &mut semantic);
+    crd.extend_layer(semantic);
+    report.extend(crd);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -321,14 +326,28 @@ mod tests {
         r
     }
 
+    /// A problem both validation layers find: reported once, in the CRD's words (`kept`);
+    /// Istio's Go message for it (`dropped`) is not repeated.
     #[track_caller]
-    fn error(spec: &str, path: &str, needle: &str) {
+    fn error_once(spec: &str, path: &str, kept: &str, dropped: &str) -> Report {
+        let r = error(spec, path, kept);
+        assert!(
+            !r.errors.iter().any(|i| i.message.contains(dropped)),
+            "{spec}\n=> the same problem twice: {:#?}",
+            r.errors
+        );
+        r
+    }
+
+    #[track_caller]
+    fn error(spec: &str, path: &str, needle: &str) -> Report {
         let r = check(spec);
         assert!(
             has_error_at(&r, path, needle),
             "{spec}\nexpected error at {path}: {needle}\n=> {:#?}",
             r.errors
         );
+        r
     }
 
     #[test]
@@ -405,9 +424,10 @@ mod tests {
             "spec",
             "UDS may not include ports",
         );
-        error(
+        error_once(
             "address: unix://relative/path",
             "spec.address",
+            "UDS must be an absolute path or abstract socket",
             "relative/path is not an absolute path to a file",
         );
         error(
@@ -415,9 +435,10 @@ mod tests {
             "spec.address",
             "UDS must be an absolute path or abstract socket",
         );
-        error(
+        error_once(
             "address: unix:///var/run/",
             "spec.address",
+            "UDS may not be a dir",
             "/var/run/ is not an absolute path to a file",
         );
         error(
@@ -425,9 +446,10 @@ mod tests {
             "spec.address",
             "UDS may not be a dir",
         );
-        error(
+        error_once(
             "address: unix://",
             "spec.address",
+            "UDS must be an absolute path or abstract socket",
             "unix address must not be empty",
         );
         error(
@@ -439,9 +461,10 @@ mod tests {
 
     #[test]
     fn ports() {
-        error(
+        error_once(
             "address: 1.1.1.1\nports: {http: 0}",
             "spec.ports[http]",
+            "port must be between 1-65535",
             "port number 0 must be in the range 1..65535",
         );
         error(

@@ -27,18 +27,24 @@
 //! bytes of materialised, unwritten responses across all streams stay within the budget
 //! (a response larger than the whole budget takes all of it, alone).
 //!
-//! Policy for proxies that stop reading: such a stream keeps its reservation (at most h2's
-//! buffer plus one response) until its stream ends. Other streams wait for budget without a
-//! deadline while budget is being released anywhere (load: everyone is served in FIFO
-//! order); if nothing has been released for [`BUDGET_STALL`] — the budget is held by
-//! streams that do not read — a waiting response goes out without a reservation (counted in
-//! [`Budget::overdrafts`]), so stuck proxies can delay the others by at most that.
+//! Policy for proxies that stop reading (slow-reader isolation): a frame that is still
+//! unwritten [`SLOW_READER`] after it was materialised marks its stream as a slow reader.
+//! When a response has to wait for budget, the reservations of slow readers are taken out
+//! of the budget ([`Budget::evictions`]: their bytes still count in [`Budget::held`], not
+//! against the others), so a push to a healthy proxy never waits behind another proxy's
+//! unread frames for longer than that. A slow reader itself gets no new reservation until
+//! its unwritten frames are written (or its stream ends): what it holds outside the budget
+//! is bounded by the frames it took before it was found slow — for a proxy that does not
+//! read at all, the one response h2 had room for. Between readers, streams wait for budget
+//! in FIFO order (load: everyone is served, the budget bounds memory).
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::{Future, Ready, ready};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -46,7 +52,7 @@ use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http_body::Frame;
 use prost::Message;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tonic::body::Body;
 use tonic::codec::{Codec, Streaming};
 use tonic::server::NamedService;
@@ -112,6 +118,8 @@ fn respond<P: Protocol>(server: &AdsServer, req: http::Request<Body>) -> http::R
     let mut response = http::Response::new(Body::new(ResponseBody::<P> {
         rx,
         budget: server.budget(),
+        hold: Arc::new(StreamHold::default()),
+        shared: Arc::clone(&server.ctx.shared),
         waiting: None,
         done: false,
     }));
@@ -123,22 +131,53 @@ fn respond<P: Protocol>(server: &AdsServer, req: http::Request<Body>) -> http::R
 
 /// Default size of the push budget.
 pub const DEFAULT_PUSH_BUDGET: usize = 64 << 20;
-/// How long a response waits for budget while none is released before it goes out without.
-pub const BUDGET_STALL: Duration = Duration::from_secs(2);
+/// A frame unwritten this long after it was materialised marks its stream as a slow reader
+/// (a healthy proxy on loopback writes a response in well under a millisecond; this leaves
+/// room for a busy machine).
+pub const SLOW_READER: Duration = Duration::from_millis(500);
+/// How often a response waiting for budget looks for slow readers to take out of it.
+const EVICT_CHECK: Duration = Duration::from_millis(20);
 /// Budget accounting unit (the semaphore counts KiB so that any response fits its `u32`).
 const UNIT: usize = 1 << 10;
+
+/// What one stream holds of the budget.
+#[derive(Debug, Default)]
+pub struct StreamHold {
+    unwritten: AtomicUsize,
+    slow: AtomicBool,
+    written: Notify,
+}
+
+impl StreamHold {
+    /// Frames of the stream materialised and not yet written.
+    pub fn unwritten(&self) -> usize {
+        self.unwritten.load(Ordering::Relaxed)
+    }
+
+    /// Whether the stream was found to be a slow reader and has not caught up since.
+    pub fn is_slow(&self) -> bool {
+        self.slow.load(Ordering::Relaxed)
+    }
+}
+
+struct Holder {
+    since: Instant,
+    bytes: usize,
+    permit: Mutex<Option<OwnedSemaphorePermit>>,
+    stream: Arc<StreamHold>,
+}
 
 /// Bytes of responses materialised and not yet written, shared by all streams (see the
 /// module comment for the policy).
 pub struct Budget {
     permits: Arc<Semaphore>,
     units: u32,
-    epoch: Instant,
-    /// Milliseconds since `epoch` of the last release.
-    last_release: AtomicU64,
     held: AtomicUsize,
     peak: AtomicUsize,
-    overdrafts: AtomicU64,
+    evicted: AtomicUsize,
+    evictions: AtomicU64,
+    holders: Mutex<HashMap<u64, Arc<Holder>>>,
+    next_id: AtomicU64,
 }
 
 impl Budget {
@@ -148,11 +187,12 @@ impl Budget {
         Budget {
             permits: Arc::new(Semaphore::new(units as usize)),
             units,
-            epoch: Instant::now(),
-            last_release: AtomicU64::new(0),
             held: AtomicUsize::new(0),
             peak: AtomicUsize::new(0),
-            overdrafts: AtomicU64::new(0),
+            evicted: AtomicUsize::new(0),
+            evictions: AtomicU64::new(0),
+            holders: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(0),
         }
     }
 
@@ -161,9 +201,14 @@ impl Budget {
         self.units as usize * UNIT
     }
 
-    /// Bytes reserved now (including responses sent without a reservation).
+    /// Bytes reserved now (including those of slow readers, taken out of the budget).
     pub fn held(&self) -> usize {
         self.held.load(Ordering::Relaxed)
+    }
+
+    /// Bytes held by slow readers outside the budget now.
+    pub fn held_by_slow_readers(&self) -> usize {
+        self.evicted.load(Ordering::Relaxed)
     }
 
     /// The most bytes reserved at once so far.
@@ -171,42 +216,101 @@ impl Budget {
         self.peak.load(Ordering::Relaxed)
     }
 
-    /// Responses that went out without a reservation because the budget was stalled.
-    pub fn overdrafts(&self) -> u64 {
-        self.overdrafts.load(Ordering::Relaxed)
+    /// Reservations taken out of the budget because their stream reads too slowly.
+    pub fn evictions(&self) -> u64 {
+        self.evictions.load(Ordering::Relaxed)
     }
 
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    fn holders(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Holder>>> {
+        match self.holders.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
     }
 
-    /// Reserves `bytes` (all of the budget if it is larger), waiting as the module comment
-    /// says.
-    pub async fn reserve(self: Arc<Self>, bytes: usize) -> Reservation {
+    /// Takes the reservations older than [`SLOW_READER`] out of the budget. Returns how many.
+    fn evict_slow(&self) -> usize {
+        let mut n = 0;
+        for h in self.holders().values() {
+            if h.since.elapsed() < SLOW_READER {
+                continue;
+            }
+            let taken = match h.permit.lock() {
+                Ok(mut p) => p.take(),
+                Err(p) => p.into_inner().take(),
+            };
+            if taken.is_some() {
+                n += 1;
+                self.evicted.fetch_add(h.bytes, Ordering::Relaxed);
+                self.evictions.fetch_add(1, Ordering::Relaxed);
+                h.stream.slow.store(true, Ordering::Relaxed);
+            }
+        }
+        if n > 0 {
+            tracing::debug!(
+                reservations = n,
+                "slow readers taken out of the push budget"
+            );
+        }
+        n
+    }
+
+    /// Reserves `bytes` (all of the budget if it is larger) for a frame of `stream`,
+    /// waiting as the module comment says.
+    pub async fn reserve(self: Arc<Self>, bytes: usize, stream: Arc<StreamHold>) -> Reservation {
         let units = u32::try_from(bytes.div_ceil(UNIT))
             .unwrap_or(u32::MAX)
             .clamp(1, self.units);
-        let acquire = Arc::clone(&self.permits).acquire_many_owned(units);
-        tokio::pin!(acquire);
         let permit = loop {
-            tokio::select! {
-                p = &mut acquire => break p.ok(),
-                _ = tokio::time::sleep(BUDGET_STALL) => {
-                    let idle = self.now_ms().saturating_sub(self.last_release.load(Ordering::Relaxed));
-                    if idle >= BUDGET_STALL.as_millis() as u64 {
-                        self.overdrafts.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(bytes, "push budget stalled; sending without a reservation");
-                        break None;
+            // A slow reader gets nothing more until what it holds is written.
+            loop {
+                let written = stream.written.notified();
+                if !stream.is_slow() || stream.unwritten() == 0 {
+                    break;
+                }
+                written.await;
+            }
+            stream.slow.store(false, Ordering::Relaxed);
+            if let Ok(p) = Arc::clone(&self.permits).try_acquire_many_owned(units) {
+                break Some(p);
+            }
+            self.evict_slow();
+            let acquire = Arc::clone(&self.permits).acquire_many_owned(units);
+            tokio::pin!(acquire);
+            let got = loop {
+                tokio::select! {
+                    p = &mut acquire => break Some(p.ok()),
+                    _ = tokio::time::sleep(EVICT_CHECK) => {
+                        self.evict_slow();
+                        // Found slow itself while waiting: back to waiting for its writes.
+                        if stream.is_slow() && stream.unwritten() > 0 {
+                            break None;
+                        }
                     }
                 }
+            };
+            match got {
+                // Found slow by another stream while it waited: give the budget back.
+                Some(_) if stream.is_slow() && stream.unwritten() > 0 => continue,
+                Some(p) => break p,
+                None => continue,
             }
         };
         let held = self.held.fetch_add(bytes, Ordering::Relaxed) + bytes;
         self.peak.fetch_max(held, Ordering::Relaxed);
+        stream.unwritten.fetch_add(1, Ordering::Relaxed);
+        let holder = Arc::new(Holder {
+            since: Instant::now(),
+            bytes,
+            permit: Mutex::new(permit),
+            stream,
+        });
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.holders().insert(id, Arc::clone(&holder));
         Reservation {
             budget: self,
-            bytes,
-            _permit: permit,
+            id,
+            holder,
         }
     }
 }
@@ -214,15 +318,30 @@ impl Budget {
 /// Bytes of a [`Budget`], given back on drop.
 pub struct Reservation {
     budget: Arc<Budget>,
-    bytes: usize,
-    _permit: Option<OwnedSemaphorePermit>,
+    id: u64,
+    holder: Arc<Holder>,
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        self.budget.held.fetch_sub(self.bytes, Ordering::Relaxed);
-        let now = self.budget.now_ms();
-        self.budget.last_release.fetch_max(now, Ordering::Relaxed);
+        self.budget.holders().remove(&self.id);
+        let permit = match self.holder.permit.lock() {
+            Ok(mut p) => p.take(),
+            Err(p) => p.into_inner().take(),
+        };
+        if permit.is_none() {
+            // Taken out of the budget earlier: it was counted as a slow reader's.
+            self.budget
+                .evicted
+                .fetch_sub(self.holder.bytes, Ordering::Relaxed);
+        }
+        drop(permit);
+        self.budget
+            .held
+            .fetch_sub(self.holder.bytes, Ordering::Relaxed);
+        let stream = &self.holder.stream;
+        stream.unwritten.fetch_sub(1, Ordering::Relaxed);
+        stream.written.notify_waiters();
     }
 }
 
@@ -246,8 +365,12 @@ type Reserving = Pin<Box<dyn Future<Output = Reservation> + Send>>;
 struct ResponseBody<P: Protocol> {
     rx: mpsc::Receiver<Outgoing<P::Pending>>,
     budget: Arc<Budget>,
-    /// A response waiting for its reservation.
-    waiting: Option<(P::Pending, Reserving)>,
+    /// This stream's share of the budget.
+    hold: Arc<StreamHold>,
+    /// Metrics (the push time is observed as each response is handed to h2).
+    shared: Arc<crate::shared::Shared>,
+    /// A response waiting for its reservation, and when its push began.
+    waiting: Option<(P::Pending, Reserving, Instant)>,
     done: bool,
 }
 
@@ -266,32 +389,42 @@ impl<P: Protocol> http_body::Body for ResponseBody<P> {
         if this.waiting.is_none() {
             match this.rx.poll_recv(cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(out)) => match out.into_item() {
-                    Ok(pending) => {
-                        let bytes = 5 + P::size_hint(&pending);
-                        let reserving = Box::pin(Arc::clone(&this.budget).reserve(bytes));
-                        this.waiting = Some((pending, reserving));
+                Poll::Ready(Some(out)) => {
+                    let started = out.started();
+                    match out.into_item() {
+                        Ok(pending) => {
+                            let bytes = 5 + P::size_hint(&pending);
+                            let reserving = Box::pin(
+                                Arc::clone(&this.budget).reserve(bytes, Arc::clone(&this.hold)),
+                            );
+                            this.waiting = Some((pending, reserving, started));
+                        }
+                        Err(status) => return this.end(&status),
                     }
-                    Err(status) => return this.end(&status),
-                },
+                }
                 Poll::Ready(None) => return this.end(&Status::ok("")),
             }
         }
-        let Some((_, reserving)) = this.waiting.as_mut() else {
+        let Some((_, reserving, _)) = this.waiting.as_mut() else {
             return Poll::Pending;
         };
         let reservation = match reserving.as_mut().poll(cx) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(r) => r,
         };
-        let Some((pending, _)) = this.waiting.take() else {
+        let Some((pending, _, started)) = this.waiting.take() else {
             return Poll::Pending;
         };
         match encode_vec(&P::materialise(pending)) {
-            Ok(bytes) => Poll::Ready(Some(Ok(Frame::data(Bytes::from_owner(Reserved {
-                bytes,
-                _reservation: reservation,
-            }))))),
+            Ok(bytes) => {
+                // Every response is one push observed: the count matches
+                // `entryway_pushes_total` once the queues are empty.
+                this.shared.metrics.push_time.observe(started.elapsed());
+                Poll::Ready(Some(Ok(Frame::data(Bytes::from_owner(Reserved {
+                    bytes,
+                    _reservation: reservation,
+                })))))
+            }
             Err(status) => this.end(&status),
         }
     }
@@ -379,11 +512,15 @@ mod tests {
 
     const KIB: usize = 1 << 10;
 
+    fn hold() -> Arc<StreamHold> {
+        Arc::new(StreamHold::default())
+    }
+
     #[tokio::test]
     async fn a_reservation_waits_for_released_bytes() {
         let budget = Arc::new(Budget::new(1 << 20));
-        let first = Arc::clone(&budget).reserve(700 * KIB).await;
-        let mut second = Box::pin(Arc::clone(&budget).reserve(500 * KIB));
+        let first = Arc::clone(&budget).reserve(700 * KIB, hold()).await;
+        let mut second = Box::pin(Arc::clone(&budget).reserve(500 * KIB, hold()));
         assert!(poll_once(&mut second).is_pending(), "only 324 KiB left");
         assert_eq!(budget.held(), 700 * KIB);
         drop(first);
@@ -392,7 +529,7 @@ mod tests {
             .expect("reserved once the first was released");
         assert_eq!(budget.held(), 500 * KIB);
         assert_eq!(budget.peak(), 700 * KIB);
-        assert_eq!(budget.overdrafts(), 0);
+        assert_eq!(budget.evictions(), 0);
         drop(second);
         assert_eq!(budget.held(), 0);
     }
@@ -400,8 +537,8 @@ mod tests {
     #[tokio::test]
     async fn a_response_larger_than_the_budget_takes_all_of_it() {
         let budget = Arc::new(Budget::new(1 << 20));
-        let big = Arc::clone(&budget).reserve(5 << 20).await;
-        let mut small = Box::pin(Arc::clone(&budget).reserve(1));
+        let big = Arc::clone(&budget).reserve(5 << 20, hold()).await;
+        let mut small = Box::pin(Arc::clone(&budget).reserve(1, hold()));
         assert!(
             poll_once(&mut small).is_pending(),
             "the big one holds everything"
@@ -415,7 +552,7 @@ mod tests {
     #[tokio::test]
     async fn a_frame_gives_its_bytes_back_when_its_last_handle_is_dropped() {
         let budget = Arc::new(Budget::new(1 << 20));
-        let reservation = Arc::clone(&budget).reserve(3 * KIB).await;
+        let reservation = Arc::clone(&budget).reserve(3 * KIB, hold()).await;
         let frame = Bytes::from_owner(Reserved {
             bytes: vec![7; 3 * KIB],
             _reservation: reservation,
@@ -429,21 +566,54 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_budget_held_by_streams_that_do_not_read_does_not_stop_the_others() {
+    async fn a_slow_reader_is_taken_out_of_the_budget_and_gets_no_more() {
         let budget = Arc::new(Budget::new(1 << 20));
-        let stuck = Arc::clone(&budget).reserve(1 << 20).await;
+        let slow = hold();
+        let stuck = Arc::clone(&budget)
+            .reserve(1 << 20, Arc::clone(&slow))
+            .await;
         let started = std::time::Instant::now();
-        let r = tokio::time::timeout(BUDGET_STALL * 3, Arc::clone(&budget).reserve(10 * KIB))
-            .await
-            .expect("goes out without a reservation once the budget is stalled");
-        assert!(started.elapsed() >= BUDGET_STALL, "{:?}", started.elapsed());
-        assert_eq!(budget.overdrafts(), 1);
-        assert_eq!(
-            budget.held(),
-            (1 << 20) + 10 * KIB,
-            "overdrafts are counted"
+        let healthy = tokio::time::timeout(
+            SLOW_READER * 4,
+            Arc::clone(&budget).reserve(10 * KIB, hold()),
+        )
+        .await
+        .expect("served once the unread frame is found slow");
+        let waited = started.elapsed();
+        assert!(waited >= SLOW_READER, "{waited:?}");
+        assert!(waited < SLOW_READER * 3, "{waited:?}");
+        assert_eq!(budget.evictions(), 1);
+        assert!(slow.is_slow());
+        assert_eq!(budget.held(), (1 << 20) + 10 * KIB, "its bytes still count");
+        assert_eq!(budget.held_by_slow_readers(), 1 << 20);
+
+        // The slow reader waits for its own frame, not for budget.
+        let mut more = Box::pin(Arc::clone(&budget).reserve(KIB, Arc::clone(&slow)));
+        assert!(poll_once(&mut more).is_pending());
+        drop(healthy);
+        assert!(
+            poll_once(&mut more).is_pending(),
+            "budget is free, but it holds a frame"
         );
-        drop((r, stuck));
-        assert_eq!(budget.held(), 0);
+        drop(stuck);
+        let _more = tokio::time::timeout(Duration::from_secs(5), more)
+            .await
+            .expect("caught up once its frame is written");
+        assert!(!slow.is_slow());
+        assert_eq!(budget.held_by_slow_readers(), 0);
+    }
+
+    #[tokio::test]
+    async fn young_reservations_are_waited_for_not_evicted() {
+        let budget = Arc::new(Budget::new(1 << 20));
+        let busy = Arc::clone(&budget).reserve(1 << 20, hold()).await;
+        let mut next = Box::pin(Arc::clone(&budget).reserve(KIB, hold()));
+        tokio::time::sleep(SLOW_READER / 4).await;
+        assert!(poll_once(&mut next).is_pending());
+        drop(busy);
+        let _next = tokio::time::timeout(Duration::from_secs(5), next)
+            .await
+            .expect("served after the release");
+        assert_eq!(budget.evictions(), 0);
     }
 }

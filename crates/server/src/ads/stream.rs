@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use entryway_model::diag::Echo;
 use entryway_model::registry::Proxy;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use tokio::sync::{mpsc, watch};
@@ -76,11 +77,27 @@ pub enum Event {
 /// A queued response (not yet materialised), or the error that ends the stream.
 pub struct Outgoing<T> {
     item: Result<T, Status>,
+    /// What caused the push (a request, or a snapshot seen by this stream): the push time
+    /// is measured from here to the response being handed to the transport.
+    since: Instant,
 }
 
 impl<T> Outgoing<T> {
     fn new(item: Result<T, Status>) -> Outgoing<T> {
-        Outgoing { item }
+        Outgoing {
+            item,
+            since: Instant::now(),
+        }
+    }
+
+    fn since(mut self, since: Instant) -> Outgoing<T> {
+        self.since = since;
+        self
+    }
+
+    /// When the push began (see the field).
+    pub fn started(&self) -> Instant {
+        self.since
     }
 
     /// The planned response or the error.
@@ -141,6 +158,8 @@ pub struct Context {
     pub auth: Option<crate::secure::Authenticator>,
     /// Connection ids.
     pub next_conn: AtomicU64,
+    /// How long a new stream may take to send its first request.
+    pub first_request_timeout: std::time::Duration,
 }
 
 /// Removes the stream's status on every exit path.
@@ -179,17 +198,31 @@ pub async fn run<P: Protocol>(
     mut stop: watch::Receiver<bool>,
 ) {
     let first = tokio::select! {
-        r = requests.message() => r,
+        r = tokio::time::timeout(ctx.first_request_timeout, requests.message()) => match r {
+            Ok(r) => r,
+            Err(_) => {
+                let status = Status::deadline_exceeded(format!(
+                    "no DiscoveryRequest within {} ms of opening the stream",
+                    ctx.first_request_timeout.as_millis()
+                ));
+                refuse_stream::<P>(&ctx, &tx, status).await;
+                return;
+            }
+        },
         _ = stop.changed() => return,
     };
     let first = match first {
         Ok(Some(r)) => r,
         Ok(None) => return,
         Err(status) => {
-            debug!(protocol = P::NAME, %status, "stream failed before its first request");
+            refuse_stream::<P>(&ctx, &tx, request_error(status)).await;
             return;
         }
     };
+    if let Err(status) = check_node(P::node(&first)) {
+        refuse_stream::<P>(&ctx, &tx, status).await;
+        return;
+    }
     let (mut proxy, warnings) = proxy_from_node(P::node(&first));
     let mut identity = None;
     if let super::Access::Authenticated { caller, remote } = &access {
@@ -210,13 +243,14 @@ pub async fn run<P: Protocol>(
         identity = Some(caller.identity.uri());
     }
     let conn = ctx.next_conn.fetch_add(1, Ordering::Relaxed);
-    let span = tracing::info_span!("ads", conn, node = %proxy.id, protocol = P::NAME);
+    let span = tracing::info_span!("ads", conn, node = %Echo(&proxy.id), protocol = P::NAME);
     async move {
         for w in &warnings {
-            warn!(warning = %w, "ignoring a node metadata value");
+            // The warning quotes the proxy's value, which may be of any size.
+            warn!(warning = %entryway_model::diag::bounded_middle(&w.to_string(), entryway_model::diag::MAX_MESSAGE), "ignoring a node metadata value");
         }
         let _registration = register(&ctx.shared, conn, &proxy, P::NAME, identity);
-        info!(namespace = %proxy.namespace, "proxy connected");
+        info!(namespace = %Echo(&proxy.namespace), "proxy connected");
         let mut driver = Driver::<P> {
             ctx: Arc::clone(&ctx),
             conn,
@@ -238,16 +272,19 @@ pub async fn run<P: Protocol>(
             }
         };
         driver.state.on_request(first, &ctx.cache, &mut driver.events);
-        if !driver.flush(&generated, None).await {
+        if !driver.flush(&generated, None, connected_at).await {
             return;
         }
         let mut publisher_alive = true;
+        // Watches the queue (a clone of the sender shares its capacity).
+        let queue = driver.tx.clone();
         loop {
             tokio::select! {
                 r = requests.message() => match r {
                     Ok(Some(req)) => {
+                        let received = Instant::now();
                         driver.state.on_request(req, &ctx.cache, &mut driver.events);
-                        if !driver.flush(&generated, None).await {
+                        if !driver.flush(&generated, None, received).await {
                             break;
                         }
                     }
@@ -256,11 +293,24 @@ pub async fn run<P: Protocol>(
                         break;
                     }
                     Err(status) => {
-                        info!(%status, "stream ended");
+                        let status = request_error(status);
+                        if status.code() == tonic::Code::Cancelled || status.code() == tonic::Code::Unknown {
+                            // The proxy went away (reset, connection closed): nothing to tell it.
+                            info!(status = %Echo(status.message()), "stream ended");
+                        } else {
+                            refuse_stream::<P>(&ctx, &driver.tx, status).await;
+                        }
                         break;
                     }
                 },
-                changed = snapshots.changed(), if publisher_alive => {
+                // A new snapshot is planned only once the previous push has left the queue:
+                // a proxy that does not read costs no planning per change, and when it
+                // catches up it gets one push of the latest snapshot (both protocols send
+                // the current state, not each change in between).
+                changed = async {
+                    let _empty = queue.reserve_many(super::STREAM_QUEUE).await;
+                    snapshots.changed().await
+                }, if publisher_alive => {
                     if changed.is_err() {
                         // No more snapshots: keep serving the last one.
                         publisher_alive = false;
@@ -277,10 +327,9 @@ pub async fn run<P: Protocol>(
                         }
                     }
                     let track = (seen >= connected_at).then_some(seen);
-                    if !driver.flush(&generated, track).await {
+                    if !driver.flush(&generated, track, started).await {
                         break;
                     }
-                    ctx.shared.metrics.push_time.observe(started.elapsed());
                 }
                 _ = stop.changed() => {
                     let _ = driver.tx.send(Outgoing::new(Err(Status::unavailable("control plane shutting down")))).await;
@@ -291,6 +340,59 @@ pub async fn run<P: Protocol>(
     }
     .instrument(span)
     .await;
+}
+
+/// Longest node id accepted: Istio's are about a hundred bytes; a larger one is a broken or
+/// hostile client, and would be echoed into every log line of its stream.
+pub const MAX_NODE_ID: usize = 1024;
+
+/// The first request must name its node (Istio refuses a stream without one).
+fn check_node(node: Option<&Node>) -> Result<(), Status> {
+    match node {
+        None => Err(Status::invalid_argument(
+            "the first request of a stream carries no node; Envoy's node (id, metadata) is required",
+        )),
+        Some(n) if n.id.trim().is_empty() => Err(Status::invalid_argument(
+            "the first request of a stream has an empty node id",
+        )),
+        Some(n) if n.id.len() > MAX_NODE_ID => Err(Status::invalid_argument(format!(
+            "node id of {} bytes is longer than {MAX_NODE_ID} ({})",
+            n.id.len(),
+            Echo(&n.id)
+        ))),
+        Some(_) => Ok(()),
+    }
+}
+
+/// The status a request error ends the stream with: an over-long message is
+/// RESOURCE_EXHAUSTED (gRPC's code for a message larger than the limit; tonic says
+/// OUT_OF_RANGE), an undecodable one INTERNAL (as gRPC libraries answer a request that does
+/// not parse); the message is bounded (it may quote input).
+fn request_error(status: Status) -> Status {
+    let message = entryway_model::diag::bounded(status.message(), 512).into_owned();
+    match status.code() {
+        tonic::Code::OutOfRange => Status::resource_exhausted(message),
+        code => Status::new(code, message),
+    }
+}
+
+/// Ends the stream with `status` (sent as its trailers), logged and counted.
+async fn refuse_stream<P: Protocol>(
+    ctx: &Context,
+    tx: &mpsc::Sender<Outgoing<P::Pending>>,
+    status: Status,
+) {
+    warn!(
+        protocol = P::NAME,
+        code = ?status.code(),
+        reason = %Echo(status.message()),
+        "ending an xDS stream for a bad request"
+    );
+    ctx.shared
+        .metrics
+        .bad_requests
+        .add(&format!("{:?}", status.code()), 1);
+    let _ = tx.send(Outgoing::new(Err(status))).await;
 }
 
 fn register(
@@ -335,8 +437,14 @@ struct Driver<P: Protocol> {
 
 impl<P: Protocol> Driver<P> {
     /// Sends what is due and records the events; `track` starts convergence tracking of a
-    /// push caused by a snapshot first seen at that instant. False when the proxy is gone.
-    async fn flush(&mut self, generated: &Arc<Generated>, track: Option<Instant>) -> bool {
+    /// push caused by a snapshot first seen at that instant; `since` is when what caused
+    /// the push happened (for the push time). False when the proxy is gone.
+    async fn flush(
+        &mut self,
+        generated: &Arc<Generated>,
+        track: Option<Instant>,
+        since: Instant,
+    ) -> bool {
         let responses = self
             .state
             .plan(generated, &self.ctx.cache, &mut self.events);
@@ -346,7 +454,12 @@ impl<P: Protocol> Driver<P> {
         }
         self.apply_events(generated.snapshot_version);
         for r in responses {
-            if self.tx.send(Outgoing::new(Ok(r))).await.is_err() {
+            if self
+                .tx
+                .send(Outgoing::new(Ok(r)).since(since))
+                .await
+                .is_err()
+            {
                 debug!("proxy went away while sending");
                 return false;
             }
@@ -398,7 +511,13 @@ impl<P: Protocol> Driver<P> {
                     message,
                 } => {
                     metrics.nacks.add(kind.label(), 1);
-                    warn!(r#type = kind.label(), %nonce, error = %message, "proxy rejected the configuration; it keeps its last accepted one");
+                    // Envoy's error detail quotes the resources; a proxy may send anything.
+                    let message = entryway_model::diag::bounded_middle(
+                        &message,
+                        entryway_model::diag::MAX_MESSAGE,
+                    )
+                    .into_owned();
+                    warn!(r#type = kind.label(), nonce = %Echo(&nonce), error = %message, "proxy rejected the configuration; it keeps its last accepted one");
                     self.convergence.outstanding[kind.index()] = None;
                     self.convergence.nacked = true;
                     if let Some((_, s)) = status.as_deref_mut() {
