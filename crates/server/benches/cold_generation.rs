@@ -21,9 +21,21 @@ use entryway_model::registry::{ConfigSet, Proxy, ProxyScope, Registry};
 use entryway_server::ads::cache::generate_for;
 use entryway_server::snapshot::Snapshot;
 
-// The allocator of the `entryway` binary, so that the figures are the shipped server's.
+// The allocator of the `entryway` binary, so that the figures are the shipped server's,
+// counting what is asked of it (bytes allocated is the figure that does not depend on the
+// machine).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: stats_alloc::StatsAlloc<mimalloc::MiMalloc> =
+    stats_alloc::StatsAlloc::new(mimalloc::MiMalloc);
+
+/// Bytes and allocations asked of the allocator while `f` runs (all threads).
+fn allocations<T>(f: impl FnOnce() -> T) -> (T, u64, u64) {
+    let region = stats_alloc::Region::new(&GLOBAL);
+    let out = f();
+    let c = region.change();
+    let bytes = c.bytes_allocated as u64 + c.bytes_reallocated.max(0) as u64;
+    (out, bytes, (c.allocations + c.reallocations) as u64)
+}
 
 const COUNT: usize = 10_000;
 
@@ -65,6 +77,14 @@ fn vm_kib(field: &str) -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|v| v.parse().ok())
         })
+        .unwrap_or(0)
+}
+
+/// CPU time of the calling thread, in nanoseconds (`/proc/thread-self/schedstat`).
+fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
         .unwrap_or(0)
 }
 
@@ -122,18 +142,36 @@ fn main() {
             .sum::<usize>();
     });
     let hwm_after = vm_kib("VmHWM:");
-    // One thread: the generator's workers off (same function, ProxyScope path).
-    let one_thread = median(rounds.min(3), || {
+    let (_, gen_bytes, gen_count) = allocations(|| generate_for(&snapshot, &proxy, None, None));
+    let (scope, scope_bytes, _) =
+        allocations(|| ProxyScope::new(&snapshot.registry, &snapshot.mesh, &proxy));
+    let (listeners, lds_bytes, _) = allocations(|| {
+        let mut l = entryway_xds::generator::lds::listeners(&scope);
+        l.sort_by(|a, b| a.name.cmp(&b.name));
+        l
+    });
+    let names = entryway_xds::generator::lds::route_names(&listeners);
+    let (_, rds_bytes, _) =
+        allocations(|| entryway_xds::generator::rds::route_configurations(&scope, &names));
+    // One thread: the generator's workers off (same function, ProxyScope path). Also timed
+    // as the thread's CPU time, which other load on the machine disturbs far less than the
+    // wall clock.
+    let mut cpu: Vec<u64> = Vec::new();
+    let one_thread = median(rounds.min(5), || {
+        let before = thread_cpu_ns();
         let scope = ProxyScope::new(&snapshot.registry, &snapshot.mesh, &proxy);
         std::hint::black_box(entryway_xds::generator::generate_encoded_with(&scope, 1));
+        cpu.push(thread_cpu_ns().saturating_sub(before));
     });
+    cpu.sort_unstable();
+    let one_thread_cpu_ms = cpu.first().map_or(0.0, |n| *n as f64 / 1e6);
     println!(
         "cold generation (generate_for, the server's path): {:.1} ms median of {rounds} ({resources} resources, {:.1} MiB)",
         ms(cold),
         bytes as f64 / (1 << 20) as f64
     );
     println!(
-        "  generation alone on one thread: {:.1} ms; baseline (clone the config set): {:.1} ms; ratio {:.1}x",
+        "  generation alone on one thread: {:.1} ms ({one_thread_cpu_ms:.1} ms of CPU, least of the rounds); baseline (clone the config set): {:.1} ms; ratio {:.1}x",
         ms(one_thread),
         ms(baseline),
         cold.as_secs_f64() / baseline.as_secs_f64()
@@ -143,10 +181,19 @@ fn main() {
         hwm_before as f64 / 1024.0,
         hwm_after as f64 / 1024.0
     );
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
     println!(
-        "cold_ms={:.1} one_thread_ms={:.1} baseline_ms={:.1} resources={resources} bytes={bytes}",
+        "  allocated per generation: {:.0} MiB in {gen_count} allocations (scope {:.1} MiB, listeners {:.1} MiB, routes {:.1} MiB)",
+        mib(gen_bytes),
+        mib(scope_bytes),
+        mib(lds_bytes),
+        mib(rds_bytes)
+    );
+    println!(
+        "cold_ms={:.1} one_thread_ms={:.1} one_thread_cpu_ms={one_thread_cpu_ms:.1} baseline_ms={:.1} resources={resources} bytes={bytes}",
         ms(cold),
         ms(one_thread),
         ms(baseline)
     );
+    println!("alloc_mib={:.0} allocations={gen_count}", mib(gen_bytes));
 }

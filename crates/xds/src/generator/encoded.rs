@@ -80,11 +80,27 @@ fn is_eds(c: &Cluster) -> bool {
 
 /// The canonical encoding of `m`, a message of type `M`.
 fn canonical<M: Message + Name>(m: &M) -> Vec<u8> {
-    let raw = m.encode_to_vec();
-    // Every generated resource is a well-formed message of a type the descriptor pool knows;
-    // failing to canonicalise one would break version stability, so it is a bug, loudly.
-    crate::canonical::canonicalize(&M::full_name(), &raw)
-        .expect("generated resources are well-formed messages of known types")
+    thread_local! {
+        // prost's encoding, before canonicalisation: one buffer per thread, reused, so only
+        // the canonical bytes (exactly sized) are a new allocation.
+        static RAW: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    RAW.with_borrow_mut(|raw| {
+        raw.clear();
+        // Encoding into a Vec only fails for lack of capacity, and a Vec grows.
+        m.encode(raw).expect("a Vec grows to fit");
+        // Every generated resource is a well-formed message of a type the descriptor pool
+        // knows; failing to canonicalise one would break version stability, so it is a bug,
+        // loudly.
+        let out = crate::canonical::canonicalize_as::<M>(raw)
+            .expect("generated resources are well-formed messages of known types");
+        if raw.capacity() > 1 << 20 {
+            // Not kept for the next resource: one large route configuration must not pin
+            // megabytes per thread.
+            *raw = Vec::new();
+        }
+        out
+    })
 }
 
 fn encoded_cluster(c: &Cluster) -> EncodedResource {
@@ -358,28 +374,32 @@ fn fixed_clusters(scope: &ProxyScope<'_>) -> Vec<Cluster> {
     v
 }
 
+/// Listeners and route configurations, each encoded as soon as it is built (the listener of a
+/// TLS port, or the route configuration of an HTTP port, of a large mesh is megabytes of
+/// messages; holding all of them at once only to encode them costs more than the bytes).
 fn listeners_and_routes(scope: &ProxyScope<'_>) -> (Vec<EncodedResource>, Vec<EncodedResource>) {
-    let mut listeners = lds::listeners(scope);
-    listeners.extend(explicit::listener(scope));
-    listeners.extend(inbound::listeners(scope));
-    listeners.sort_by(|a, b| a.name.cmp(&b.name));
-    let routes = rds::route_configurations(scope, &lds::route_names(&listeners));
-    let listeners = listeners
-        .iter()
-        .map(|l| EncodedResource {
-            bytes: canonical(l),
-            name: l.name.clone(),
+    let mut listeners = Vec::new();
+    let mut route_names = std::collections::BTreeSet::new();
+    let mut emit = |l: envoy_types::pb::envoy::config::listener::v3::Listener| {
+        route_names.extend(lds::route_names(std::slice::from_ref(&l)));
+        listeners.push(EncodedResource {
+            bytes: canonical(&l),
+            name: l.name,
             eds: false,
-        })
-        .collect();
-    let routes = routes
-        .iter()
-        .map(|r| EncodedResource {
-            bytes: canonical(r),
-            name: r.name.clone(),
+        });
+    };
+    lds::each_listener(scope, &mut emit);
+    explicit::listener(scope).into_iter().for_each(&mut emit);
+    inbound::listeners(scope).into_iter().for_each(&mut emit);
+    let names: Vec<String> = route_names.into_iter().collect();
+    let mut routes = Vec::with_capacity(names.len());
+    rds::each_route_configuration(scope, &names, &mut |r| {
+        routes.push(EncodedResource {
+            bytes: canonical(&r),
+            name: r.name,
             eds: false,
-        })
-        .collect();
+        });
+    });
     (listeners, routes)
 }
 

@@ -59,6 +59,16 @@ const PROMETHEUS_PORT: u32 = 15090;
 
 /// Every listener of the proxy, sorted by name.
 pub fn listeners(scope: &ProxyScope<'_>) -> Vec<Listener> {
+    let mut out = Vec::new();
+    each_listener(scope, &mut |l| out.push(l));
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+/// Every listener of the proxy, handed to `emit` one at a time in no particular order (so a
+/// caller may encode and drop each before the next is built: the listener of a TLS port of a
+/// large mesh holds tens of thousands of filter chains).
+pub fn each_listener(scope: &ProxyScope<'_>, emit: &mut dyn FnMut(Listener)) {
     let services = if needs_service_index(scope) {
         service_index(scope)
     } else {
@@ -75,15 +85,10 @@ pub fn listeners(scope: &ProxyScope<'_>) -> Vec<Listener> {
     for index in 0..scope.egress.len() {
         b.egress_listener(index);
     }
-    let mut out: Vec<Listener> = b
-        .entries
-        .into_values()
-        .flat_map(HashMap::into_values)
-        .map(|e| e.build(scope))
-        .collect();
-    out.push(virtual_outbound(scope));
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    out
+    for e in b.entries.into_values().flat_map(HashMap::into_values) {
+        emit(e.build(scope));
+    }
+    emit(virtual_outbound(scope));
 }
 
 /// The RDS route configuration names the listeners refer to, sorted and de-duplicated.

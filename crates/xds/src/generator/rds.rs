@@ -51,6 +51,18 @@ const MAX_DIRECT_RESPONSE_BODY: u32 = 1024 * 1024;
 
 /// One route configuration per name in `names`, in the same order.
 pub fn route_configurations(scope: &ProxyScope<'_>, names: &[String]) -> Vec<RouteConfiguration> {
+    let mut out = Vec::with_capacity(names.len());
+    each_route_configuration(scope, names, &mut |r| out.push(r));
+    out
+}
+
+/// [`route_configurations`], handed to `emit` one at a time in the order of `names` (so a
+/// caller may encode and drop each before the next is built).
+pub fn each_route_configuration(
+    scope: &ProxyScope<'_>,
+    names: &[String],
+    emit: &mut dyn FnMut(RouteConfiguration),
+) {
     // Ports whose virtual hosts are also needed by per-service (sniffed) routes are computed
     // once and kept; the others are built straight into their route configuration.
     let shared_ports: HashSet<u32> = names
@@ -75,7 +87,9 @@ pub fn route_configurations(scope: &ProxyScope<'_>, names: &[String]) -> Vec<Rou
             .collect(),
         shared_ports,
     };
-    names.iter().map(|n| b.route_configuration(n)).collect()
+    for n in names {
+        emit(b.route_configuration(n));
+    }
 }
 
 /// Virtual hosts computed for one listener port, with an index from domain to vhost for
